@@ -1,0 +1,1 @@
+"""Bundled resources: default model, demo scans, colour tables (``xrayscreen.resources``)."""

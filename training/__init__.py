@@ -1,0 +1,1 @@
+"""Training module (installed as ``xrayscreen.training``)."""

@@ -1,0 +1,3 @@
+from xrayscreen.cli import main
+
+raise SystemExit(main())

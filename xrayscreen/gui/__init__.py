@@ -1,0 +1,1 @@
+"""PySide6 operator workstation: the only package that imports Qt."""

@@ -1,0 +1,175 @@
+"""Score calibration: raw model scores -> "how unusual compared with held-out normal windows".
+
+The calibrated unit is ``-log10`` of the fraction of held-out normal windows that
+score at least as high. So a threshold of 2.0 means "1 % of normal windows reach
+this", 3.0 means 0.1 %, the same meaning across models. Beyond the highest normal
+score the scale continues linearly in raw units (slope taken from the top of the
+tail) so stronger anomalies keep ranking above weaker ones instead of saturating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# Quantile levels stored in a bundle: dense in the upper tail where thresholds live.
+QUANTILE_LEVELS = np.unique(
+    np.concatenate(
+        [
+            np.linspace(0.0, 0.9, 91),
+            np.linspace(0.9, 0.99, 91),
+            np.linspace(0.99, 0.999, 46),
+            np.array([0.9995, 0.9998, 0.9999, 1.0]),
+        ]
+    ).round(6)
+)
+
+
+@dataclass
+class Calibration:
+    """Normal-score quantiles plus bag-level maxima, as stored in a bundle.
+
+    Attributes:
+        levels: Quantile levels in [0, 1], increasing.
+        values: Raw score at each level (non-decreasing).
+        n_windows: Number of held-out normal windows the quantiles came from.
+        default_threshold: Default threshold in calibrated units.
+        target_window_far: The per-window false-alarm rate the default was chosen for.
+        bag_maxima: Calibrated peak score of each held-out normal scan, for
+            bag-level false-alarm rates at any threshold.
+    """
+
+    levels: list[float]
+    values: list[float]
+    n_windows: int
+    default_threshold: float = 2.0
+    target_window_far: float = 0.01
+    bag_maxima: list[float] = field(default_factory=list)
+
+    @classmethod
+    def fit(
+        cls,
+        normal_scores: np.ndarray,
+        target_window_far: float = 0.01,
+        scan_scores: list[np.ndarray] | None = None,
+    ) -> Calibration:
+        """Calibrate from raw scores of held-out normal windows.
+
+        Args:
+            normal_scores: 1-D raw scores of held-out normal windows (never training windows).
+            target_window_far: Per-window false-alarm rate for the default threshold.
+            scan_scores: Optional per-scan arrays of raw window scores; their calibrated
+                maxima become :attr:`bag_maxima`.
+        """
+        s = np.asarray(normal_scores, dtype=np.float64).ravel()
+        s = s[np.isfinite(s)]
+        if s.size < 2:
+            raise ValueError("calibration needs at least 2 finite normal scores")
+        values = np.quantile(s, QUANTILE_LEVELS)
+        cal = cls(
+            levels=QUANTILE_LEVELS.tolist(),
+            values=np.maximum.accumulate(values).tolist(),
+            n_windows=int(s.size),
+            default_threshold=float(-np.log10(target_window_far)),
+            target_window_far=float(target_window_far),
+        )
+        if scan_scores:
+            cal.bag_maxima = [
+                float(cal.calibrate(np.asarray(x)).max()) for x in scan_scores if len(x)
+            ]
+        return cal
+
+    # -- mapping -----------------------------------------------------------------------
+    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        v = np.asarray(self.values, dtype=np.float64)
+        q = np.asarray(self.levels, dtype=np.float64)
+        # Exceedance at each stored value, floored at 1/n (the empirical resolution).
+        floor = 1.0 / max(self.n_windows, 1)
+        cal = -np.log10(np.clip(1.0 - q, floor, 1.0))
+        return v, cal
+
+    def calibrate(self, raw: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Map raw scores to calibrated units (numpy in -> numpy out, torch in -> torch out)."""
+        v, cal = self._tables()
+        top_slope = self._top_slope(v, cal)
+        if isinstance(raw, torch.Tensor):
+            vt = torch.as_tensor(v, dtype=torch.float32, device=raw.device)
+            ct = torch.as_tensor(cal, dtype=torch.float32, device=raw.device)
+            return _interp_torch(raw.float(), vt, ct, top_slope)
+        r = np.asarray(raw, dtype=np.float64)
+        out = np.interp(r, v, cal)
+        above = r > v[-1]
+        out[above] = cal[-1] + (r[above] - v[-1]) * top_slope
+        return out.astype(np.float32)
+
+    def _top_slope(self, v: np.ndarray, cal: np.ndarray) -> float:
+        # Slope of the calibrated scale over the top 1 % of normal scores.
+        i = int(np.searchsorted(self.levels, 0.99))
+        dv = v[-1] - v[i]
+        return float((cal[-1] - cal[i]) / dv) if dv > 1e-12 else 1.0
+
+    def raw_threshold(self, calibrated: float) -> float:
+        """Inverse of :meth:`calibrate` for one threshold value."""
+        v, cal = self._tables()
+        if calibrated <= cal[-1]:
+            # cal is non-decreasing; interp needs increasing x, so dedupe.
+            cu, idx = np.unique(cal, return_index=True)
+            return float(np.interp(calibrated, cu, v[idx]))
+        return float(v[-1] + (calibrated - cal[-1]) / self._top_slope(v, cal))
+
+    def window_far(self, calibrated_threshold: float) -> float:
+        """Fraction of normal windows at or above a calibrated threshold."""
+        return float(10.0 ** (-calibrated_threshold)) if calibrated_threshold > 0 else 1.0
+
+    def bag_far(self, calibrated_threshold: float) -> float | None:
+        """Fraction of held-out normal bags whose peak reaches the threshold (None if unknown)."""
+        if not self.bag_maxima:
+            return None
+        return float(np.mean(np.asarray(self.bag_maxima) >= calibrated_threshold))
+
+    # -- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": "-log10(normal window exceedance)",
+            "levels": [round(x, 6) for x in self.levels],
+            "values": [float(x) for x in self.values],
+            "n_windows": self.n_windows,
+            "default_threshold": self.default_threshold,
+            "target_window_far": self.target_window_far,
+            "bag_maxima": [float(x) for x in self.bag_maxima],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        levels = [float(x) for x in data["levels"]]
+        values = [float(x) for x in data["values"]]
+        if len(levels) != len(values) or len(levels) < 2:
+            raise ValueError("calibration levels/values must be equal-length lists (>= 2)")
+        if any(b < a for a, b in zip(values, values[1:])):
+            raise ValueError("calibration values must be non-decreasing")
+        return cls(
+            levels=levels,
+            values=values,
+            n_windows=int(data["n_windows"]),
+            default_threshold=float(data.get("default_threshold", 2.0)),
+            target_window_far=float(data.get("target_window_far", 0.01)),
+            bag_maxima=[float(x) for x in data.get("bag_maxima", [])],
+        )
+
+
+def _interp_torch(
+    x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor, top_slope: float
+) -> torch.Tensor:
+    """``np.interp`` on the device, plus the linear tail above ``xp[-1]``."""
+    flat = x.reshape(-1)
+    i = torch.searchsorted(xp, flat, right=True).clamp(1, xp.numel() - 1)
+    x0, x1 = xp[i - 1], xp[i]
+    y0, y1 = fp[i - 1], fp[i]
+    w = torch.where(x1 > x0, (flat - x0) / (x1 - x0).clamp_min(1e-12), torch.ones_like(flat))
+    y = y0 + w.clamp(0, 1) * (y1 - y0)
+    y = torch.where(flat < xp[0], fp[0].expand_as(y), y)
+    y = torch.where(flat > xp[-1], fp[-1] + (flat - xp[-1]) * top_slope, y)
+    return y.reshape(x.shape)
