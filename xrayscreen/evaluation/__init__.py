@@ -1,0 +1,1 @@
+"""The X-ray benchmark protocol (`xrayscreen evaluate`): labels, floors, metrics, reports."""
