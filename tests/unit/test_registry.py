@@ -301,3 +301,22 @@ def test_import_refuses_zip_bomb(tmp_path, default, monkeypatch):
     monkeypatch.setattr(reg, "MAX_WEIGHTS_BYTES", 1000)
     with pytest.raises(BundleError, match="too large"):
         Registry().import_(bomb)
+
+
+def test_cli_export_import_activate_rollback(tmp_path, default, capsys):
+    from xrayscreen.cli import main
+
+    src, a = _make(tmp_path, "a", seed=1)
+    assert main(["export", "import", str(src)]) == 0
+    f = tmp_path / "a.xrsmodel"
+    assert main(["export", "export", a, str(f)]) == 0 and f.is_file()
+    assert main(["export", "activate", a]) == 0
+    assert Registry().active_id() == a
+    capsys.readouterr()
+    assert main(["export", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"* {a}" in out and default[1] in out
+    assert main(["export", "rollback"]) == 0 and active_bundle_path() == default[0]
+    bad = _zip(tmp_path / "bad.xrsmodel", {"x.txt": b"1"})
+    assert main(["export", "import", str(bad)]) == 1
+    assert "exactly" in capsys.readouterr().err
