@@ -159,3 +159,77 @@ def _fold(scores: torch.Tensor, grid: WindowGrid, reduce: str) -> torch.Tensor:
         count = F.fold(torch.ones_like(cols_t), (ph, pw), win, stride=s)
         full = (summed / count)[0, 0]
     return full[: grid.height, : grid.width]
+
+
+def coverage_counts(grid: WindowGrid, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(H, W)`` float32: how many windows cover each pixel of the unpadded image.
+
+    The count is separable (rows covering y times columns covering x), so it costs
+    two 1-D passes, whatever the stride.
+    """
+    cy = _axis_counts(grid.rows, grid.stride, grid.window, grid.height, device)
+    cx = _axis_counts(grid.cols, grid.stride, grid.window, grid.width, device)
+    return cy[:, None] * cx[None, :]
+
+
+def _axis_range(n: int, s: int, win: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Window i covers [i*s, i*s + win); pixel p is covered by i in [lo, hi].
+    p = torch.arange(length, device=device)
+    lo = torch.div(p - win + s, s, rounding_mode="floor").clamp(min=0)  # ceil((p-win+1)/s)
+    hi = torch.div(p, s, rounding_mode="floor").clamp(max=n - 1)
+    return lo, hi
+
+
+def _axis_counts(n: int, s: int, win: int, length: int, device) -> torch.Tensor:
+    lo, hi = _axis_range(n, s, win, length, device)
+    return (hi - lo + 1).to(torch.float32)
+
+
+def fold_separable(scores: torch.Tensor, grid: WindowGrid, reduce: str = "mean") -> torch.Tensor:
+    """Per-pixel mean or max of per-window scores for ANY stride, in ``O(H * W)`` memory.
+
+    Rectangular coverage makes the reduction separable: first over the window rows
+    covering each pixel row, then over the window columns covering each pixel
+    column (``ceil(win / stride)`` gathers per axis). Used when the stride does not
+    divide the window, where :func:`fold_mean`'s ``F.fold`` path would need
+    ``N * win**2`` memory.
+
+    Args:
+        scores: ``(rows * cols,)`` per-window values.
+        grid: The window grid.
+        reduce: ``"mean"`` or ``"max"``.
+
+    Returns:
+        ``(H, W)`` float32 map of the unpadded image.
+    """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    dev = scores.device
+    v = scores.float().reshape(grid.rows, grid.cols)
+    # float64 sums keep the mean exact to float32 precision on huge grids.
+    acc_dtype = torch.float64 if (reduce == "mean" and dev.type == "cpu") else torch.float32
+    v = v.to(acc_dtype)
+    k = -(-grid.window // grid.stride)
+    fill = float("-inf") if reduce == "max" else 0.0
+
+    def along(vals: torch.Tensor, n: int, length: int, dim: int) -> torch.Tensor:
+        lo, hi = _axis_range(n, grid.stride, grid.window, length, dev)
+        out = None
+        for j in range(k):
+            idx = lo + j
+            part = vals.index_select(dim, idx.clamp(max=n - 1))
+            valid = (idx <= hi).reshape((-1, 1) if dim == 0 else (1, -1))
+            part = torch.where(valid, part, torch.full((), fill, dtype=part.dtype, device=dev))
+            if out is None:
+                out = part
+            elif reduce == "max":
+                out = torch.maximum(out, part)
+            else:
+                out = out + part
+        return out
+
+    rows_done = along(v, grid.rows, grid.height, 0)  # (H, cols)
+    full = along(rows_done, grid.cols, grid.width, 1)  # (H, W)
+    if reduce == "mean":
+        full = full / coverage_counts(grid, dev).to(full.dtype)
+    return full.to(torch.float32)

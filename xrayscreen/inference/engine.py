@@ -1,0 +1,596 @@
+"""The scoring engine: a scan in, window scores and per-pixel heat maps out.
+
+Pipeline (one scan):
+
+1. Resample the scan to the bundle's working scale once (uint8 RGB, plus the raw
+   energies when the representation needs them).
+2. Empty-belt mask for every window (shared rule of :mod:`windows`); background
+   windows never reach the model and get the minimum calibrated score.
+3. The image is processed in horizontal strips of window rows (one strip for
+   ordinary bags; several for huge scans, so memory stays bounded). Each strip is
+   converted with :func:`model_input`, uploaded to the device ONCE, padded with
+   air, and its foreground windows are gathered on the device straight into
+   channels-last batches.
+4. Batched forward of G_E -> G_D -> E (eval, inference mode, batch-norm folded
+   into the convolutions, channels-last, bf16 autocast where the hardware has
+   bf16 units), per-window score by the bundle's score kind, reconstruction
+   residual accumulated into a per-pixel sum on the device.
+5. Raw scores -> calibrated units on the device, folded into a per-pixel map
+   (box filter when the stride divides the window), copied to the host once.
+
+Because strips cover whole window rows and every window is scored exactly once,
+the result does not depend on the strip height (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.imaging.representation import channels_of, model_input, resize
+from xrayscreen.imaging.scan import Scan, ScanKind
+from xrayscreen.inference import score_kinds
+from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
+from xrayscreen.inference.windows import (
+    WindowGrid,
+    belt_mask,
+    coverage_counts,
+    fold_max,
+    fold_mean,
+    fold_separable,
+    pad_to_grid,
+)
+
+__all__ = [
+    "ScanResult",
+    "ScoreProgress",
+    "ScoringEngine",
+    "WindowOutputs",
+    "cpu_has_bf16",
+    "score_scan",
+    "score_scan_sync",
+]
+
+CPU_DEFAULT_BATCH = 256  # measured: windows/s flat from 256 to 1024 on the 2-core AMX CPU
+STRIP_WINDOWS = 8192  # windows per strip: ~30 MB of model input for a 2000 px wide scan
+Cancel = threading.Event | Callable[[], bool] | None
+
+
+# ------------------------------------------------------------------ device helpers
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when this CPU has bf16 units (AMX or AVX512-BF16) that oneDNN uses."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch: read the flags ourselves
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+                flags = fh.read()
+        except OSError:
+            return False
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU. Raises ConfigError for CUDA without one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
+    return dev
+
+
+def _autocast_dtype(device: torch.device, autocast: str | bool | None) -> torch.dtype | None:
+    if autocast in (False, None, "off", "fp32", "float32"):
+        return None
+    if autocast in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if autocast in ("fp16", "float16"):
+        return torch.float16
+    if autocast not in ("auto", True):
+        raise ConfigError(f"autocast must be 'auto', 'bf16', 'fp16' or 'off', got {autocast!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d that directly follows a conv inside an
+    ``nn.Sequential`` into that conv (in place). Saves a full memory pass per layer."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Sequential):
+            mods = list(child)
+            out: list[nn.Module] = []
+            i = 0
+            while i < len(mods):
+                m = mods[i]
+                nxt = mods[i + 1] if i + 1 < len(mods) else None
+                if (
+                    isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+                    and isinstance(nxt, nn.BatchNorm2d)
+                    and not nn.utils.parametrize.is_parametrized(m)
+                    and nxt.track_running_stats
+                ):
+                    out.append(
+                        fuse_conv_bn_eval(m, nxt, transpose=isinstance(m, nn.ConvTranspose2d))
+                    )
+                    i += 2
+                else:
+                    out.append(fuse_batchnorm(m))
+                    i += 1
+            setattr(module, name, nn.Sequential(*out))
+        else:
+            fuse_batchnorm(child)
+    return module
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in msg or "can't allocate memory" in msg
+    )
+
+
+def _cancelled(cancel: Cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+@functools.lru_cache(maxsize=8)
+def air_value(representation: str) -> tuple[float, ...]:
+    """Model-input value of air (transmission 1 / white) per channel, for padding."""
+    white = np.full((1, 1, 3), 255, np.uint8)
+    raw = np.ones((2, 1, 1), np.float32)
+    scan = Scan(rgb=white, kind=ScanKind.DUAL_ENERGY, raw=raw, sha256="air")
+    return tuple(float(v) for v in model_input(scan, representation, None)[:, 0, 0])
+
+
+# ------------------------------------------------------------------ the engine
+class ScoringEngine:
+    """A bundle's generator prepared for fast scoring on one device.
+
+    Args:
+        bundle: A :class:`~xrayscreen.model.bundle.ModelBundle`. Its generator is
+            copied (the bundle's own module is not modified or moved).
+        device: ``"cpu"``, ``"cuda"``, ... ; ``None`` picks CUDA when available.
+        batch: Windows per forward; ``None`` picks one (free memory on CUDA,
+            :data:`CPU_DEFAULT_BATCH` on CPU). Halved automatically on out-of-memory.
+        compile: ``torch.compile`` the generator (pays back only over many scans).
+        autocast: ``"auto"`` (bf16 on CUDA / bf16-capable CPUs, else fp32), ``"bf16"``,
+            ``"fp16"`` or ``"off"``.
+        fuse_bn: Fold batch-norm into the convolutions (exact up to rounding).
+
+    Attributes:
+        fault: Test hook, called with the batch size before every forward; a test
+            makes it raise ``torch.OutOfMemoryError`` to exercise the fallback.
+        calls: Number of forward calls made; ``windows_seen`` windows through the model.
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        device: str | torch.device | None = None,
+        *,
+        batch: int | None = None,
+        compile: bool = False,
+        autocast: str | bool | None = "auto",
+        fuse_bn: bool = True,
+    ) -> None:
+        self.bundle = bundle
+        self.device = resolve_device(device)
+        self.dtype = _autocast_dtype(self.device, autocast)
+        t0 = time.perf_counter()
+        gen = copy.deepcopy(bundle.generator).eval()
+        if fuse_bn:
+            gen = fuse_batchnorm(gen)
+        gen = gen.to(self.device).to(memory_format=torch.channels_last)
+        for p in gen.parameters():
+            p.requires_grad_(False)
+        self.generator: nn.Module = gen
+        self._forward_module: nn.Module = gen
+        self.compiled = False
+        if compile:
+            self._forward_module = torch.compile(gen, dynamic=False)
+            self.compiled = True
+        self.window = int(bundle.input.window)
+        self.channels = channels_of(bundle.input.representation)
+        self.batch = int(batch) if batch else self._default_batch()
+        if self.batch < 1:
+            raise ConfigError(f"batch must be >= 1, got {batch}")
+        self.fault: Callable[[int], None] | None = None
+        self.calls = 0
+        self.windows_seen = 0
+        self.forward_s = 0.0  # cumulative seconds inside the model (incl. score kind)
+        self.startup_s = time.perf_counter() - t0
+        cal = bundle.calibration
+        self._bg_raw = float(cal.values[0]) if cal is not None else 0.0
+        # "+ 0.0" turns the -0.0 of -log10(1) into 0.0.
+        self._bg_cal = (
+            float(np.asarray(cal.calibrate(np.array([self._bg_raw])))[0]) + 0.0 if cal else 0.0
+        )
+
+    # -- configuration ---------------------------------------------------------------
+    def _default_batch(self) -> int:
+        if self.device.type != "cuda":
+            return CPU_DEFAULT_BATCH
+        free, _total = torch.cuda.mem_get_info(self.device)
+        # Peak activation estimate per window: the widest layer's output plus its input
+        # (inference mode frees the rest), x3 margin for workspace and allocator slack.
+        c = self.bundle.config
+        elems = c.ngf * (c.isize // 2) ** 2 * 2 + c.nc * c.isize**2 * 4
+        per_window = elems * 4 * 3
+        b = int(free * 0.5 // max(per_window, 1))
+        return int(2 ** int(np.clip(np.log2(max(b, 1)), 6, 15)))
+
+    def warmup(self, batch: int | None = None) -> float:
+        """Run one throw-away forward (kernel selection, compilation); returns seconds."""
+        t = time.perf_counter()
+        n = batch or min(self.batch, 64)
+        x = torch.zeros(n, self.channels, self.window, self.window, device=self.device)
+        calls, seen, fwd = self.calls, self.windows_seen, self.forward_s
+        self._forward(x.contiguous(memory_format=torch.channels_last), True)
+        self.calls, self.windows_seen, self.forward_s = calls, seen, fwd
+        return time.perf_counter() - t
+
+    def describe(self) -> dict[str, Any]:
+        """Engine settings, for logs and benchmark JSON."""
+        return {
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", "") if self.dtype else "float32",
+            "batch": self.batch,
+            "compiled": self.compiled,
+            "startup_s": round(self.startup_s, 4),
+        }
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # -- forward -----------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, residual: bool) -> WindowOutputs:
+        """One forward of an already-sized batch (no OOM handling here)."""
+        if self.fault is not None:
+            self.fault(int(x.shape[0]))
+        self.calls += 1
+        self.windows_seen += int(x.shape[0])
+        t = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            out = self._forward_module(x)
+        with torch.inference_mode():
+            score = score_kinds.compute(self.bundle.score, x, out)
+            res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.forward_s += time.perf_counter() - t
+        return WindowOutputs(score, res)
+
+    def _batches(
+        self, n: int, get: Callable[[int, int], torch.Tensor], residual: bool
+    ) -> Iterator[tuple[int, int, WindowOutputs]]:
+        """Score items ``[0, n)`` in batches; yields ``(start, stop, outputs)``.
+
+        ``get(start, stop)`` returns the input batch. On out-of-memory the batch is
+        halved (and stays halved for later calls) and the same items are retried.
+        """
+        i = 0
+        while i < n:
+            j = min(n, i + self.batch)
+            try:
+                out = self._forward(get(i, j), residual)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc) or self.batch == 1:
+                    raise
+                self.batch = max(1, self.batch // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            yield i, j, out
+            i = j
+
+    def score_windows(self, windows: torch.Tensor, *, residual: bool = True) -> WindowOutputs:
+        """Score a stack of windows.
+
+        Args:
+            windows: ``(N, C, w, w)`` model input in [-1, 1], on any device.
+            residual: Also return the per-pixel residual ``(N, w, w)``.
+
+        Returns:
+            :class:`WindowOutputs` on the engine's device (raw, uncalibrated scores).
+        """
+        if windows.dim() != 4 or windows.shape[1] != self.channels:
+            raise ValueError(
+                f"windows must be (N, {self.channels}, {self.window}, {self.window}), "
+                f"got {tuple(windows.shape)}"
+            )
+        n = int(windows.shape[0])
+        scores = torch.empty(n, dtype=torch.float32, device=self.device)
+        res = (
+            torch.empty(n, self.window, self.window, dtype=torch.float32, device=self.device)
+            if residual
+            else None
+        )
+
+        def get(i: int, j: int) -> torch.Tensor:
+            xb = windows[i:j].to(self.device, torch.float32, non_blocking=True)
+            return xb.contiguous(memory_format=torch.channels_last)
+
+        for i, j, out in self._batches(n, get, residual):
+            scores[i:j] = out.latent
+            if res is not None:
+                res[i:j] = out.residual
+        return WindowOutputs(scores, res)
+
+    def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw scores -> calibrated units (identity without calibration)."""
+        cal = self.bundle.calibration
+        return cal.calibrate(raw) if cal is not None else raw.clone()
+
+    # -- whole scans -------------------------------------------------------------------
+    def score_scan(
+        self,
+        scan: Scan,
+        *,
+        stride: int = 16,
+        cancel: Cancel = None,
+        progress_every: float | None = 0.5,
+        reduce: str = "mean",
+        residual: bool = True,
+        strip_windows: int = STRIP_WINDOWS,
+    ) -> Generator[ScoreProgress, None, ScanResult | None]:
+        """Score a scan progressively.
+
+        Yields a :class:`ScoreProgress` first (``done=0``) and after every batch; the
+        generator's return value (``StopIteration.value``, or ``result = yield from``)
+        is the :class:`ScanResult`, or ``None`` when cancelled.
+
+        Args:
+            scan: The scan.
+            stride: Window stride at working scale (<= window).
+            cancel: A ``threading.Event`` or a callable; checked before every batch,
+                so scoring stops within one batch of it being set.
+            progress_every: Minimum seconds between partial heat maps in the progress
+                reports (``None``: never build partial maps).
+            reduce: ``"mean"`` (overlap average) or ``"max"`` for the latent map.
+            residual: Also build the residual map.
+            strip_windows: Windows per strip (bounds memory on huge scans).
+        """
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+        timings: dict[str, Any] = {}
+        t_start = time.perf_counter()
+        spec = self.bundle.input
+        factor = spec.scale.factor(scan.shape, scan.pixel_mm)
+        work = _at_working_scale(scan, factor, spec.representation)
+        height, width = work.shape
+        grid = WindowGrid(height, width, self.window, stride)
+        rows, cols, s, win = grid.rows, grid.cols, grid.stride, grid.window
+        dev = self.device
+        air = torch.tensor(air_value(spec.representation), device=dev)[:, None, None]
+        timings["resample_s"] = time.perf_counter() - t_start
+
+        # Strips of whole window rows; pixel rows [r0*s, (r1-1)*s + win) of the padded image.
+        per = max(1, int(strip_windows) // max(cols, 1))
+        strips = [(r0, min(rows, r0 + per)) for r0 in range(0, rows, per)]
+
+        # Pass 1: empty-belt mask (cheap, uint8 -> grey per strip).
+        t = time.perf_counter()
+        background = torch.empty(len(grid), dtype=torch.bool, device=dev)
+        for r0, r1 in strips:
+            sg, y0, y1 = _strip_grid(grid, r0, r1)
+            rgb = torch.from_numpy(np.ascontiguousarray(work.rgb[y0:y1])).to(dev)
+            grey = rgb.to(torch.float32).mean(dim=2) / 255.0
+            grey = pad_to_grid(grey, sg, 1.0)
+            background[r0 * cols : r1 * cols] = belt_mask(grey, sg)
+        total = int((~background).sum())
+        timings["belt_s"] = time.perf_counter() - t
+
+        raw = torch.full((len(grid),), self._bg_raw, dtype=torch.float32, device=dev)
+        ph, pw = grid.padded_shape
+        res_sum = torch.zeros(ph * pw, dtype=torch.float32, device=dev) if residual else None
+        offs = (torch.arange(win, device=dev)[:, None] * pw + torch.arange(win, device=dev)).ravel()
+
+        done = 0
+        t_scatter = 0.0
+        t_input = 0.0
+        fwd0 = self.forward_s
+        last_partial = time.perf_counter()
+        yield ScoreProgress(0, total, None)
+        for r0, r1 in strips:
+            t = time.perf_counter()
+            sg, y0, y1 = _strip_grid(grid, r0, r1)
+            strip_scan = Scan(
+                rgb=work.rgb[y0:y1],
+                kind=work.kind,
+                raw=None if work.raw is None else work.raw[:, y0:y1],
+                sha256="strip",
+            )
+            x = torch.from_numpy(model_input(strip_scan, spec.representation, None)).to(dev)
+            xp = _pad_with(x, sg, air)  # (C, Hs, Wp)
+            # (rs, cols, win_y, win_x, C) view: a gather of it is one channels-last copy.
+            view = xp.permute(1, 2, 0).unfold(0, win, s).unfold(1, win, s).permute(0, 1, 3, 4, 2)
+            local = torch.nonzero(~background[r0 * cols : r1 * cols]).squeeze(1)
+            t_input += time.perf_counter() - t
+            if _cancelled(cancel):
+                return None
+
+            def get(i: int, j: int, local=local, view=view) -> torch.Tensor:
+                idx = local[i:j]
+                return view[idx // cols, idx % cols].permute(0, 3, 1, 2)
+
+            for i, j, out in self._batches(int(local.numel()), get, residual):
+                if _cancelled(cancel):
+                    return None
+                t = time.perf_counter()
+                gidx = local[i:j] + r0 * cols
+                raw[gidx] = out.latent
+                if res_sum is not None:
+                    origin = (gidx // cols) * (s * pw) + (gidx % cols) * s
+                    res_sum.index_add_(0, (origin[:, None] + offs).ravel(), out.residual.ravel())
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                done += j - i
+                t_scatter += time.perf_counter() - t
+                partial = None
+                now = time.perf_counter()
+                if progress_every is not None and now - last_partial >= progress_every:
+                    last_partial = now
+                    partial = self._result(scan, work, grid, factor, raw, background, None, reduce)
+                    partial.complete = False
+                yield ScoreProgress(done, total, partial)
+                if _cancelled(cancel):
+                    return None
+        timings["input_s"] = t_input
+        timings["scatter_s"] = t_scatter
+        timings["forward_s"] = self.forward_s - fwd0
+        t = time.perf_counter()
+        result = self._result(scan, work, grid, factor, raw, background, res_sum, reduce)
+        timings["fold_s"] = time.perf_counter() - t
+        # total_s includes time the consumer held the generator between yields.
+        timings["total_s"] = time.perf_counter() - t_start
+        fw = timings["forward_s"]
+        timings["windows_per_s"] = total / fw if fw > 0 else None
+        timings["n_windows"] = len(grid)
+        timings["n_scored"] = total
+        result.timings = timings
+        return result
+
+    def _result(
+        self,
+        scan: Scan,
+        work: Scan,
+        grid: WindowGrid,
+        factor: float,
+        raw: torch.Tensor,
+        background: torch.Tensor,
+        res_sum: torch.Tensor | None,
+        reduce: str,
+    ) -> ScanResult:
+        calibrated = self.calibrate(raw)
+        calibrated[background] = self._bg_cal
+        if grid.window % grid.stride == 0:
+            heat = (fold_mean if reduce == "mean" else fold_max)(calibrated, grid)
+        else:
+            heat = fold_separable(calibrated, grid, reduce)
+        residual_map = None
+        if res_sum is not None:
+            ph, pw = grid.padded_shape
+            summed = res_sum.reshape(ph, pw)[: grid.height, : grid.width]
+            residual_map = (summed / coverage_counts(grid, summed.device)).cpu().numpy()
+        return ScanResult(
+            window_origins=grid.origins(),
+            window_scores=raw.cpu().numpy().copy(),
+            window_calibrated=calibrated.cpu().numpy(),
+            background=background.cpu().numpy(),
+            latent_map=np.ascontiguousarray(heat.cpu().numpy(), dtype=np.float32),
+            residual_map=residual_map,
+            scale_factor=float(factor),
+            grid=grid,
+            scan_shape=scan.shape,
+            model_id=str(self.bundle.model_id),
+            device=str(self.device),
+            reduce=reduce,
+            default_threshold=(
+                self.bundle.calibration.default_threshold if self.bundle.calibration else None
+            ),
+        )
+
+    def score_scan_sync(self, scan: Scan, **kwargs: Any) -> ScanResult | None:
+        """Run :meth:`score_scan` to completion and return its result."""
+        kwargs.setdefault("progress_every", None)
+        return _drain(self.score_scan(scan, **kwargs))
+
+
+# ------------------------------------------------------------------ module helpers
+def _drain(gen: Generator[ScoreProgress, None, ScanResult | None]) -> ScanResult | None:
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _strip_grid(grid: WindowGrid, r0: int, r1: int) -> tuple[WindowGrid, int, int]:
+    """Grid of window rows ``[r0, r1)`` and the real image rows ``[y0, y1)`` it reads."""
+    s, win = grid.stride, grid.window
+    y0 = r0 * s
+    h_pad = (r1 - r0 - 1) * s + win
+    y1 = min(grid.height, y0 + h_pad)
+    sg = WindowGrid(h_pad, grid.width, win, s)
+    return sg, y0, y1
+
+
+def _pad_with(x: torch.Tensor, grid: WindowGrid, air: torch.Tensor) -> torch.Tensor:
+    """Pad ``(C, h, w)`` bottom/right to the grid's padded shape with per-channel air."""
+    ph, pw = grid.padded_shape
+    c, h, w = x.shape
+    if (h, w) == (ph, pw):
+        return x
+    out = air.to(x.dtype).expand(c, ph, pw).clone()
+    out[:, :h, :w] = x
+    return out
+
+
+def _at_working_scale(scan: Scan, factor: float, representation: str) -> Scan:
+    """The scan resampled to the working scale with exactly the resize
+    :func:`model_input` would apply, so per-strip conversion matches one pass."""
+    if abs(factor - 1.0) < 1e-9:
+        return scan
+    rgb = resize(scan.rgb, factor)
+    raw = None
+    if scan.raw is not None and channels_of(representation) == 2:
+        raw = np.moveaxis(resize(np.moveaxis(scan.raw, 0, -1), factor), -1, 0)
+    return Scan(rgb=rgb, kind=scan.kind, raw=raw, paths=scan.paths, sha256=scan.sha256)
+
+
+def score_scan(
+    scan: Scan,
+    bundle: Any,
+    device: str | torch.device | None = None,
+    stride: int = 16,
+    batch: int | None = None,
+    cancel: Cancel = None,
+    **kwargs: Any,
+) -> Generator[ScoreProgress, None, ScanResult | None]:
+    """Generator form of :meth:`ScoringEngine.score_scan` with a fresh engine.
+
+    Long-lived callers (GUI, batch CLI) should keep one :class:`ScoringEngine` and
+    call its method instead, to pay the model preparation once.
+    """
+    engine = ScoringEngine(bundle, device, batch=batch)
+    return (yield from engine.score_scan(scan, stride=stride, cancel=cancel, **kwargs))
+
+
+def score_scan_sync(
+    scan: Scan,
+    bundle: Any,
+    device: str | torch.device | None = None,
+    stride: int = 16,
+    batch: int | None = None,
+    cancel: Cancel = None,
+    **kwargs: Any,
+) -> ScanResult | None:
+    """Score a scan to completion; returns ``None`` only when cancelled."""
+    kwargs.setdefault("progress_every", None)
+    return _drain(score_scan(scan, bundle, device, stride, batch, cancel, **kwargs))

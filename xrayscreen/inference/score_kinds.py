@@ -1,0 +1,101 @@
+"""Registry of per-window score kinds, keyed by ``ScoreSpec.kind`` in a bundle.
+
+A score kind is a function ``fn(x, outputs, params) -> (N,) float32 tensor`` where
+
+* ``x`` is the ``(N, C, w, w)`` batch the generator saw (model input in [-1, 1]),
+* ``outputs`` is the generator's :class:`~xrayscreen.model.ganomaly.GeneratorOutput`
+  (``x_hat``, ``z``, ``z_hat``; may be bf16 under autocast: cast before arithmetic),
+* ``params`` is a plain dict: the bundle's ``ScoreSpec.params`` plus ``"norm"``.
+
+Higher means more anomalous. New kinds (research, issue 7) are added by decorating
+a function anywhere that is imported before scoring::
+
+    from xrayscreen.inference.score_kinds import register
+
+    @register("combined")
+    def combined(x, outputs, params):
+        ...
+
+The engine, training calibration and evaluation all call :func:`compute`, so a
+bundle's calibration always refers to the same score the engine produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.model.ganomaly import GeneratorOutput
+from xrayscreen.model.score import latent_score
+
+ScoreFn = Callable[[torch.Tensor, GeneratorOutput, dict[str, Any]], torch.Tensor]
+
+_KINDS: dict[str, ScoreFn] = {}
+
+
+def register(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator registering ``fn`` as score kind ``name``.
+
+    Registering the same function twice (module re-import) is harmless; a
+    *different* function under an existing name raises ``ValueError`` so two
+    definitions can never silently disagree.
+    """
+
+    def deco(fn: ScoreFn) -> ScoreFn:
+        old = _KINDS.get(name)
+        if old is not None and old is not fn and old.__qualname__ != fn.__qualname__:
+            raise ValueError(f"score kind {name!r} is already registered ({old.__module__})")
+        _KINDS[name] = fn
+        return fn
+
+    return deco
+
+
+def get(name: str) -> ScoreFn:
+    """The function of score kind ``name``.
+
+    Raises:
+        ConfigError: for an unknown kind (e.g. a bundle made by a newer version).
+    """
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise ConfigError(
+            f"this model uses score kind {name!r}, which this xrayscreen does not know; "
+            f"known kinds: {sorted(_KINDS)}"
+        ) from None
+
+
+def kinds() -> list[str]:
+    """Names of all registered kinds."""
+    return sorted(_KINDS)
+
+
+def spec_params(spec: Any) -> dict[str, Any]:
+    """The ``params`` dict a kind receives for a ``ScoreSpec`` (its params plus ``norm``)."""
+    return {"norm": getattr(spec, "norm", "l1"), **dict(getattr(spec, "params", {}) or {})}
+
+
+def compute(spec: Any, x: torch.Tensor, outputs: GeneratorOutput) -> torch.Tensor:
+    """Score a batch according to a ``ScoreSpec`` (``kind``, ``norm``, ``params``).
+
+    Returns:
+        ``(N,)`` float32 scores.
+    """
+    fn = get(getattr(spec, "kind", "latent"))
+    return fn(x, outputs, spec_params(spec)).float().reshape(-1)
+
+
+@register("latent")
+def latent(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
+    """The paper's score: mean |z - z_hat| (``norm="l1"``) or mean (z - z_hat)^2 (``"l2"``)."""
+    return latent_score(outputs.z, outputs.z_hat, params.get("norm", "l1"))
+
+
+@register("residual")
+def residual(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
+    """Mean reconstruction residual |x - x_hat| over the window (channels and pixels)."""
+    return (x.float() - outputs.x_hat.float()).abs().flatten(1).mean(dim=1)
