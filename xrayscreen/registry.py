@@ -115,6 +115,21 @@ def active_bundle_path(root: str | os.PathLike[str] | None = None) -> Path:
     return Registry(root).active_path()
 
 
+def list_models(root: str | os.PathLike[str] | None = None) -> list[ModelRecord]:
+    """Records of the bundled default and every registered model (see :meth:`Registry.list`)."""
+    return Registry(root).list()
+
+
+def activate(model_id: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Make ``model_id`` active (see :meth:`Registry.activate`); returns its bundle directory."""
+    return Registry(root).activate(model_id).path
+
+
+def rollback(root: str | os.PathLike[str] | None = None) -> Path:
+    """Re-activate the previous model (see :meth:`Registry.rollback`); returns its directory."""
+    return Registry(root).rollback().path
+
+
 def safe_model_id(model_id: str) -> str:
     """Return ``model_id`` if it is usable as a directory name, else raise BundleError."""
     if not isinstance(model_id, str) or not _ID_RE.match(model_id) or ".." in model_id:

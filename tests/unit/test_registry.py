@@ -320,3 +320,10 @@ def test_cli_export_import_activate_rollback(tmp_path, default, capsys):
     bad = _zip(tmp_path / "bad.xrsmodel", {"x.txt": b"1"})
     assert main(["export", "import", str(bad)]) == 1
     assert "exactly" in capsys.readouterr().err
+
+
+def test_module_functions_used_by_the_gui(tmp_path, default):
+    a = Registry().register(_make(tmp_path, "a", seed=1)[0]).model_id
+    assert [r.model_id for r in reg.list_models()] == [default[1], a]
+    assert reg.activate(a) == Registry().root / a == active_bundle_path()
+    assert reg.rollback() == default[0] == active_bundle_path()
