@@ -1,0 +1,280 @@
+"""One evaluation pass: every scorer on every prepared scan, then every figure.
+
+Window level (per score kind): positives = anomalous non-belt windows of
+annotated threat bags; negatives in two pools kept apart: (a) non-belt windows
+of benign bags, (b) non-belt threat-free windows of the threat bags. ROC AUC per
+class and overall, and the detection rate at a 1 % window false-alarm rate.
+
+Bag level: a bag's score is the peak of its heat map (the scorer's map, or the
+window scores folded by overlap mean with belt windows at the scan's minimum).
+ROC AUC of threat bags (all, annotated or not) vs benign bags; the operating table
+sets thresholds at benign-bag alarm rates and reports the share of threat bags
+with an alarm *overlapping the threat* (peak of the heat map inside the boxes /
+mask above the threshold; annotated bags only) and with any alarm.
+
+Pixel level: pooled pixel AUROC of the heat map over the scans that have masks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, PreparedScan
+from xrayscreen.evaluation.metrics import detection_at_far, roc_auc, roc_curve
+from xrayscreen.evaluation.scorers import KindScores, Scorer
+from xrayscreen.inference.windows import fold_mean
+
+POOLS = ("a", "b")
+POOL_TEXT = {
+    "a": "benign bags' windows",
+    "b": "threat-free windows of the threat bags",
+}
+BAG_ALARM_TARGETS = (0.0, 0.01, 0.05, 0.10, 0.20, 0.50)
+MONTAGE_DOWNSAMPLE = 2
+
+
+@dataclass
+class _KindAcc:
+    """Everything collected for one score kind during the pass."""
+
+    scorer: str
+    pos: list[np.ndarray] = field(default_factory=list)
+    pos_cls: list[np.ndarray] = field(default_factory=list)
+    neg: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"a": [], "b": []})
+    bag_peak: dict[str, float] = field(default_factory=dict)
+    bag_hit: dict[str, float] = field(default_factory=dict)  # peak inside the threat
+    pix_scores: list[np.ndarray] = field(default_factory=list)
+    pix_truth: list[np.ndarray] = field(default_factory=list)
+    heat_small: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The figures of one pass (also the body of ``report.json``)."""
+
+    summary: dict[str, Any]
+    curves: dict[str, dict[str, Any]]
+    heat_small: dict[str, dict[str, np.ndarray]]
+    montage_kind: str | None
+
+
+def heat_map(scores: KindScores, scan: PreparedScan) -> np.ndarray:
+    """The heat map of a kind on a scan (scorer's own, else folded window scores)."""
+    if scores.heat is not None:
+        h = np.asarray(scores.heat, dtype=np.float64)
+        if h.shape != scan.shape:
+            raise ValueError(f"heat map {h.shape} != protocol image {scan.shape}")
+        return h
+    w = np.asarray(scores.window, dtype=np.float64).copy()
+    belt = scan.labels.belt
+    if belt.any() and (~belt).any():
+        w[belt] = w[~belt].min()  # background scores as normal, like the engine
+    return fold_mean(torch.from_numpy(w), scan.grid).numpy().astype(np.float64)
+
+
+def evaluate(
+    dataset: Dataset,
+    scorers: Sequence[Scorer],
+    *,
+    far: float = 0.01,
+    montage_kind: str | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Run every scorer on every scan of ``dataset`` and compute every figure.
+
+    Args:
+        dataset: Prepared scans (:func:`~xrayscreen.evaluation.dataset.prepare_dataset`).
+        scorers: Floors, models, research variants; kinds must have distinct names.
+        far: Window false-alarm rate for the detection figure.
+        montage_kind: Kind whose heat maps are kept for the montage (default: the
+            first kind of the last scorer, i.e. the model's when one is given).
+        progress: Show a tqdm bar.
+
+    Returns:
+        The evaluation.
+    """
+    kinds: dict[str, _KindAcc] = {}
+    for sc in scorers:
+        for k in sc.kinds:
+            if k in kinds:
+                raise ValueError(f"score kind {k!r} is produced by two scorers")
+            kinds[k] = _KindAcc(scorer=sc.name)
+    if montage_kind is None and scorers:
+        montage_kind = scorers[-1].kinds[0]
+    timing = {sc.name: 0.0 for sc in scorers}
+    t0 = time.perf_counter()
+    for scan in tqdm(dataset.scans, desc="scoring", unit="bag", disable=not progress):
+        lab = scan.labels
+        threat_px = scan.annotation.threat_pixels() if scan.annotated else None
+        mask_truth = None
+        if scan.annotation.has_mask:
+            from xrayscreen.evaluation.annotations import rescale_mask
+
+            mask_truth = rescale_mask(scan.annotation.mask, scan.shape) > 0
+        for sc in scorers:
+            t = time.perf_counter()
+            result = sc.score(scan)
+            timing[sc.name] += time.perf_counter() - t
+            for k in sc.kinds:
+                ks = result[k]
+                acc = kinds[k]
+                w = np.asarray(ks.window, dtype=np.float64)
+                if w.shape != (len(scan.grid),):
+                    raise ValueError(
+                        f"{sc.name}/{k}: {w.shape} scores for {len(scan.grid)} windows"
+                    )
+                if scan.kind == THREAT and lab.rule != "none":
+                    acc.pos.append(w[lab.positives])
+                    acc.pos_cls.append(lab.cls[lab.positives])
+                    acc.neg["b"].append(w[lab.negatives])
+                elif scan.kind == BENIGN:
+                    acc.neg["a"].append(w[lab.negatives])
+                heat = heat_map(ks, scan)
+                acc.bag_peak[scan.name] = float(heat.max())
+                if threat_px is not None and threat_px.any():
+                    acc.bag_hit[scan.name] = float(heat[threat_px].max())
+                if mask_truth is not None:
+                    acc.pix_scores.append(heat.ravel().astype(np.float32))
+                    acc.pix_truth.append(mask_truth.ravel())
+                if k == montage_kind:
+                    d = MONTAGE_DOWNSAMPLE
+                    acc.heat_small[scan.name] = heat[::d, ::d].astype(np.float16)
+        scan.release()
+    wall = time.perf_counter() - t0
+    summary, curves = _figures(dataset, kinds, far)
+    summary["timing_s"] = {
+        "scoring_pass": round(wall, 2),
+        **{k: round(v, 2) for k, v in timing.items()},
+    }
+    heat_small = {k: acc.heat_small for k, acc in kinds.items() if acc.heat_small}
+    return Evaluation(
+        summary=summary, curves=curves, heat_small=heat_small, montage_kind=montage_kind
+    )
+
+
+def _cat(xs: list[np.ndarray], dtype: Any = np.float64) -> np.ndarray:
+    return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)
+
+
+def _present_classes(dataset: Dataset, pos_cls: np.ndarray) -> list[str]:
+    return [c for i, c in enumerate(dataset.classes) if (pos_cls == i).any()]
+
+
+def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[dict, dict]:
+    benign = [s.name for s in dataset.scans if s.kind == BENIGN]
+    threat = [s.name for s in dataset.scans if s.kind == THREAT]
+    annotated = [s.name for s in dataset.scans if s.kind == THREAT and s.annotated]
+    out: dict[str, Any] = {"kinds": {}}
+    curves: dict[str, dict[str, Any]] = {}
+    counts: dict[str, Any] | None = None
+    for name, acc in kinds.items():
+        pos, pos_cls = _cat(acc.pos), _cat(acc.pos_cls, np.int64)
+        classes = _present_classes(dataset, pos_cls)
+        if counts is None:
+            counts = {
+                "positives": {"all": int(len(pos))}
+                | {c: int((pos_cls == dataset.classes.index(c)).sum()) for c in classes},
+                "negatives": {p: int(sum(len(x) for x in acc.neg[p])) for p in POOLS},
+            }
+        window: dict[str, Any] = {}
+        curves[name] = {}
+        for pool in POOLS:
+            neg = _cat(acc.neg[pool])
+            cols: dict[str, Any] = {}
+            for cname in ["all", *classes]:
+                p = pos if cname == "all" else pos[pos_cls == dataset.classes.index(cname)]
+                det = detection_at_far(p, neg, far)
+                cols[cname] = {
+                    "auc": _r(roc_auc(p, neg)),
+                    "detection_at_far": _r(det.detection),
+                    "threshold_at_far": _r(det.threshold, 6),
+                    "achieved_far": _r(det.far),
+                    "n_pos": int(len(p)),
+                    "n_neg": int(len(neg)),
+                }
+            window[pool] = cols
+            if len(pos) and len(neg):
+                curves[name][f"window_{pool}"] = _thin(roc_curve(pos, neg))
+        bag = _bag_figures(acc, benign, threat, annotated)
+        if bag.get("roc") is not None:
+            curves[name]["bag"] = bag.pop("roc")
+        else:
+            bag.pop("roc", None)
+        pix = None
+        if acc.pix_scores:
+            truth = _cat(acc.pix_truth, bool)
+            scores = _cat(acc.pix_scores, np.float32)
+            pix = {
+                "auroc": _r(roc_auc(scores[truth], scores[~truth])),
+                "n_scans": len(acc.pix_scores),
+                "n_threat_pixels": int(truth.sum()),
+                "n_pixels": int(truth.size),
+            }
+        out["kinds"][name] = {"scorer": acc.scorer, "window": window, "bag": bag, "pixel": pix}
+    out["counts"] = {
+        "bags": {
+            "benign": len(benign),
+            "threat": len(threat),
+            "threat_annotated": len(annotated),
+            "threat_bag_level_only": len(threat) - len(annotated),
+        },
+        "windows": counts or {},
+    }
+    return out, curves
+
+
+def _bag_figures(
+    acc: _KindAcc, benign: list[str], threat: list[str], annotated: list[str]
+) -> dict[str, Any]:
+    b = np.array([acc.bag_peak[n] for n in benign], dtype=np.float64)
+    t = np.array([acc.bag_peak[n] for n in threat], dtype=np.float64)
+    hit = np.array([acc.bag_hit[n] for n in annotated if n in acc.bag_hit], dtype=np.float64)
+    res: dict[str, Any] = {
+        "auc_peak": _r(roc_auc(t, b)),
+        "auc_localised": _r(roc_auc(hit, b)),
+        "n_benign": len(b),
+        "n_threat": len(t),
+        "n_threat_localisable": len(hit),
+        "operating": [],
+        "roc": _thin(roc_curve(t, b)) if len(b) and len(t) else None,
+    }
+    if len(b) == 0:
+        return res
+    desc = np.sort(b)[::-1]
+    for target in BAG_ALARM_TARGETS:
+        k = int(np.floor(target * len(b) + 1e-9))
+        thr = float(desc[min(k, len(desc) - 1)])
+        res["operating"].append(
+            {
+                "target_benign_alarm": target,
+                "threshold": _r(thr, 6),
+                "benign_alarmed": _r(float((b > thr).mean())),
+                "threat_alarm_on_threat": _r(float((hit > thr).mean())) if len(hit) else None,
+                "threat_any_alarm": _r(float((t > thr).mean())) if len(t) else None,
+            }
+        )
+    return res
+
+
+def _thin(curve: Any, max_points: int = 400) -> dict[str, list[float]]:
+    """A ROC curve reduced to at most ``max_points`` points (for JSON and plots)."""
+    n = len(curve.fpr)
+    # Even spacing along the curve's length keeps the steep low-FAR part visible.
+    d = np.r_[0.0, np.cumsum(np.abs(np.diff(curve.fpr)) + np.abs(np.diff(curve.tpr)))]
+    marks = np.linspace(0.0, d[-1], min(n, max_points))
+    idx = np.unique(np.r_[0, np.searchsorted(d, marks).clip(0, n - 1), n - 1])
+    return {
+        "fpr": [round(float(v), 5) for v in curve.fpr[idx]],
+        "tpr": [round(float(v), 5) for v in curve.tpr[idx]],
+    }
+
+
+def _r(v: float, nd: int = 4) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
