@@ -268,11 +268,17 @@ class Registry:
             raise BundleError("the bundled default model is read-only")
         atomic_write_json(path / EVALUATION, evaluation)
 
-    def activate(self, model_id: str) -> ModelRecord:
+    def activate(self, model_id: str, *, previous: str | None = None) -> ModelRecord:
         """Make ``model_id`` the active model (after checking it loads).
 
         The pointer file is replaced with one ``os.replace``; the previously
         effective model goes to the front of the history for :meth:`rollback`.
+
+        Args:
+            model_id: Registered model (or the bundled default's id).
+            previous: The model actually in use when it differs from the pointer
+                (e.g. one the GUI loaded from a folder and registered); it becomes
+                what :meth:`rollback` returns to. Must be registered.
 
         Raises:
             BundleError: unknown id, or a bundle that does not load.
@@ -280,10 +286,17 @@ class Registry:
         path = self.path_of(model_id)
         load_bundle(path)  # refuse to point at something that will not load
         current = self._effective_id(self.active_id(), _record_or_none(default_bundle_path()))
-        previous = self.history()
-        if current is not None and current != model_id:
-            previous = [current, *[p for p in previous if p not in (current, model_id)]]
-        self._write_pointer(model_id, previous)
+        chain = []
+        if previous is not None:
+            self.path_of(previous)  # must be known, or rollback could not return to it
+            chain.append(previous)
+        if current is not None:
+            chain.append(current)
+        history: list[str] = []
+        for mid in [*chain, *self.history()]:
+            if mid != model_id and mid not in history:
+                history.append(mid)
+        self._write_pointer(model_id, history)
         return self.get(model_id)
 
     def rollback(self) -> ModelRecord:

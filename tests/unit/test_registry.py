@@ -327,3 +327,13 @@ def test_module_functions_used_by_the_gui(tmp_path, default):
     assert [r.model_id for r in reg.list_models()] == [default[1], a]
     assert reg.activate(a) == Registry().root / a == active_bundle_path()
     assert reg.rollback() == default[0] == active_bundle_path()
+
+
+def test_activate_with_explicit_previous(tmp_path, default):
+    r = Registry()
+    a = r.register(_make(tmp_path, "a", seed=1)[0]).model_id
+    b = r.register(_make(tmp_path, "b", seed=2)[0]).model_id
+    r.activate(b, previous=a)  # the GUI was using a (loaded from a folder), not the pointer's
+    assert r.history() == [a, default[1]] and r.rollback().model_id == a
+    with pytest.raises(BundleError):
+        r.activate(b, previous="unknown-id")
