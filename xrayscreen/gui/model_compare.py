@@ -1,0 +1,168 @@
+"""The comparison card shown after retraining: new vs active model on the same bags.
+
+Two figures decide whether to switch, both measured at the operator's current
+threshold on exactly the same held-out normal bags and the same TIP-projected
+threats: the bag false-alarm rate (lower is better) and the detection rate
+(higher is better). The card only reports; the analyst presses **Activate** or
+**Discard** (nothing switches by itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xrayscreen.retrain_eval import Comparison, ModelEvaluation
+
+BETTER = QColor(30, 130, 60)
+WORSE = QColor(180, 40, 40)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100.0 * v:.1f} %"
+
+
+def _count(ev: ModelEvaluation | None, rate: float | None, n: int) -> str:
+    if ev is None or rate is None:
+        return "—"
+    return f"{_pct(rate)}  ({round(rate * n)}/{n})"
+
+
+class ModelCompareCard(QFrame):
+    """New vs active model; emits ``activate_requested`` / ``discard_requested``.
+
+    Args:
+        comparison: The :class:`~xrayscreen.retrain_eval.Comparison` (may be None when
+            the evaluation was skipped; the card then says so).
+        new_record: Registry record of the new model (for id, scans, date).
+        active_record: Registry record of the active model.
+    """
+
+    activate_requested = Signal(str)
+    discard_requested = Signal(str)
+
+    def __init__(
+        self,
+        comparison: Comparison | None,
+        new_record: Any = None,
+        active_record: Any = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("ModelCompareCard")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.comparison = comparison
+        self.new_id = str(
+            getattr(new_record, "model_id", None) or (comparison.new.model_id if comparison else "")
+        )
+        lay = QVBoxLayout(self)
+        title = QLabel("New model vs active model")
+        f = QFont(title.font())
+        f.setBold(True)
+        f.setPointSizeF(f.pointSizeF() * 1.2)
+        title.setFont(f)
+        lay.addWidget(title)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(24)
+        lay.addLayout(grid)
+        self.cells: dict[tuple[str, str], QLabel] = {}
+        new = comparison.new if comparison else None
+        act = comparison.active if comparison else None
+        thr = new.threshold if new else None
+        rows: list[tuple[str, str, str, int]] = [
+            ("model", "Model", "", 0),
+            ("created", "Created", "", 0),
+            ("scans", "Training scans", "", 0),
+            ("bags", "Held-out normal bags", "", 0),
+            ("far", f"Bag false-alarm rate at {thr:.2f}" if thr is not None else "Bag false-alarm rate", "", -1),
+            ("det", "Detection rate, projected threats", "", +1),
+        ]  # fmt: skip
+        for c, head in enumerate(("", "New", "Active")):
+            h = QLabel(f"<b>{head}</b>")
+            grid.addWidget(h, 0, c)
+        values = {
+            "new": self._column(new, new_record),
+            "active": self._column(act, active_record),
+        }
+        for r, (key, label, _unit, better) in enumerate(rows, start=1):
+            grid.addWidget(QLabel(label), r, 0)
+            for c, side in enumerate(("new", "active"), start=1):
+                cell = QLabel(values[side][key])
+                cell.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                grid.addWidget(cell, r, c)
+                self.cells[(key, side)] = cell
+            if better and new is not None and act is not None:
+                self._colour(key, better, new, act)
+        note = QLabel(self._note(comparison))
+        note.setWordWrap(True)
+        note.setObjectName("compareNote")
+        lay.addWidget(note)
+        self.note = note
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.discard_button = QPushButton("Discard new model")
+        self.activate_button = QPushButton("Activate new model")
+        self.activate_button.setDefault(True)
+        buttons.addWidget(self.discard_button)
+        buttons.addWidget(self.activate_button)
+        lay.addLayout(buttons)
+        self.activate_button.clicked.connect(lambda: self.activate_requested.emit(self.new_id))
+        self.discard_button.clicked.connect(lambda: self.discard_requested.emit(self.new_id))
+
+    @staticmethod
+    def _column(ev: ModelEvaluation | None, rec: Any) -> dict[str, str]:
+        n_scans = getattr(rec, "n_scans", None)
+        return {
+            "model": str(getattr(rec, "model_id", None) or (ev.model_id if ev else "—")),
+            "created": str(getattr(rec, "created", "") or "—"),
+            "scans": str(n_scans) if n_scans is not None else "—",
+            "bags": str(ev.n_bags) if ev else "—",
+            "far": _count(ev, ev.bag_far if ev else None, ev.n_bags if ev else 0),
+            "det": _count(ev, ev.detection_rate if ev else None, ev.n_threats if ev else 0),
+        }
+
+    def _colour(self, key: str, better: int, new: ModelEvaluation, act: ModelEvaluation) -> None:
+        a = new.bag_far if key == "far" else new.detection_rate
+        b = act.bag_far if key == "far" else act.detection_rate
+        if a is None or b is None or a == b:
+            return
+        new_better = (a - b) * better > 0
+        cell = self.cells[(key, "new")]
+        colour = BETTER if new_better else WORSE
+        cell.setStyleSheet(f"color: {colour.name()}; font-weight: bold;")
+
+    @staticmethod
+    def _note(comparison: Comparison | None) -> str:
+        if comparison is None:
+            return (
+                "No comparison: the pool had no held-out bags. The new model is registered but "
+                "not active."
+            )
+        parts = [
+            "Both models scored the same held-out normal bags (never used for training)"
+            + (" and the same projected threats." if comparison.new.n_threats else ".")
+        ]
+        if not comparison.new.tip_available:
+            parts.append(
+                "Threat projection (TIP) is not available in this build: no detection rate."
+            )
+        if comparison.active is None:
+            parts.append("The active model could not be evaluated on these bags.")
+        if comparison.new.n_bags < 20:
+            parts.append(
+                f"Only {comparison.new.n_bags} held-out bags: one bag moves the false-alarm rate "
+                f"by {100.0 / max(comparison.new.n_bags, 1):.0f} points."
+            )
+        parts.append("Nothing changes until you press Activate.")
+        return " ".join(parts)
