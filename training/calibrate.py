@@ -1,0 +1,88 @@
+"""Calibration after training: score held-out NORMAL windows in eval mode and store
+their quantiles, a default threshold for a target per-window false-alarm rate, and
+each held-out scan's peak (for bag-level false-alarm rates at any threshold).
+
+Scores come from the scoring engine when it is available (so calibration and
+screening compute the score the same way); otherwise from the model's latent
+score directly, in eval mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.model.bundle import ModelBundle
+from xrayscreen.model.calibration import Calibration
+from xrayscreen.model.score import latent_score
+
+from .data import WindowSet, decode
+
+
+def _engine_scorer(bundle: ModelBundle, device: torch.device):
+    """The scoring engine's per-window scorer, or ``None`` when it is not available."""
+    try:
+        from xrayscreen.inference.engine import ScoringEngine
+    except ImportError:
+        return None
+    engine = ScoringEngine(bundle, device)
+    return lambda x: engine.score_windows(x, residual=False).latent
+
+
+@torch.no_grad()
+def score_windows(
+    bundle: ModelBundle, windows: WindowSet, device: torch.device, batch: int = 256
+) -> np.ndarray:
+    """Raw anomaly scores (the bundle's score spec) of cached windows, model in eval mode.
+
+    Uses :class:`~xrayscreen.inference.engine.ScoringEngine` with its defaults (batch-norm
+    folded, bf16 autocast where the hardware has it), i.e. exactly the numbers screening
+    will produce, so the calibrated threshold means what it says.
+    """
+    n = len(windows)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    engine = _engine_scorer(bundle, device)
+    gen = bundle.generator
+    was = gen.training
+    gen.eval()
+    out: list[np.ndarray] = []
+    try:
+        for i in range(0, n, batch):
+            x = decode(windows.data[i : i + batch]).to(device)
+            if engine is not None:
+                s = engine(x)
+            else:
+                if bundle.score.kind != "latent":
+                    raise ConfigError(
+                        f"score kind {bundle.score.kind!r} needs the scoring engine "
+                        "(xrayscreen.inference.engine), which is not available"
+                    )
+                _, z, z_hat = gen(x)
+                s = latent_score(z, z_hat, bundle.score.norm)  # type: ignore[arg-type]
+            out.append(torch.as_tensor(s).float().cpu().numpy().ravel())
+    finally:
+        gen.train(was)
+    return np.concatenate(out)
+
+
+def calibrate_bundle(
+    bundle: ModelBundle,
+    windows: WindowSet,
+    target_window_far: float,
+    device: torch.device,
+) -> tuple[Calibration, np.ndarray]:
+    """Fit :class:`Calibration` on held-out normal windows; returns it and the raw scores.
+
+    Raises:
+        ConfigError: with fewer than 2 held-out windows.
+    """
+    if len(windows) < 2:
+        raise ConfigError(
+            "calibration needs held-out normal windows: use more scans or a larger val_fraction"
+        )
+    scores = score_windows(bundle, windows, device)
+    per_scan = [scores[idx.numpy()] for idx in windows.per_scan()]
+    cal = Calibration.fit(scores, target_window_far, scan_scores=[s for s in per_scan if s.size])
+    return cal, scores

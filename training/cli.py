@@ -1,0 +1,222 @@
+"""``xrayscreen train`` / ``xrayscreen-train``: fit a GANomaly bundle on curated normal scans.
+
+Runs the same under ``torchrun`` (DistributedDataParallel, one process per GPU or
+gloo processes on CPU); only rank 0 prints and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from xrayscreen.errors import XrayscreenError
+
+from .config import TrainConfig
+
+# CLI flag -> TrainConfig field (flags left unset keep the --config file's / default value).
+_FLAGS: dict[str, tuple[str, type, str]] = {
+    "epochs": ("epochs", int, "training epochs (default 25)"),
+    "window": ("window", int, "window side in pixels (default 64)"),
+    "stride": ("stride", int, "stride between training windows (default 32)"),
+    "ngf": ("ngf", int, "generator width (default 64)"),
+    "ndf": ("ndf", int, "discriminator width (default 64)"),
+    "nz": ("nz", int, "latent size (default 100)"),
+    "batch_size": ("batch_size", int, "windows per step (default 64)"),
+    "lr": ("lr", float, "Adam learning rate (default 2e-4, the paper's)"),
+    "device": ("device", str, "cpu, cuda, cuda:N or auto (default)"),
+    "seed": ("seed", int, "random seed (default 0)"),
+    "representation": (
+        "representation",
+        str,
+        "model input: rgb (default), rgb_attenuation, log_attenuation",
+    ),
+    "longer_side": ("longer_side", int, "working scale: longer image side in px (default 800)"),
+    "val_fraction": ("val_fraction", float, "fraction of scans held out (default 0.1)"),
+    "keep": ("keep", str, "final (default) or best_val"),
+    "patience": ("patience", int, "early-stop patience in epochs with keep=best_val"),
+    "threads": ("threads", int, "CPU threads (default: torch's)"),
+    "num_workers": ("num_workers", int, "DataLoader workers (default 0)"),
+    "max_windows_per_scan": ("max_windows_per_scan", int, "cap windows per scan (0 = all)"),
+    "cache_file": ("cache_file", str, "window cache file (.safetensors) to reuse"),
+    "target_far": (
+        "target_window_far",
+        float,
+        "window false-alarm rate of the default threshold (default 0.01)",
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``train`` options."""
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="NORMAL_DIR",
+        help="folders / scan files / .txt lists of NORMAL scans",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="BUNDLE_DIR", help="model bundle directory to create"
+    )
+    parser.add_argument("--config", metavar="JSON", help="training settings file (TrainConfig)")
+    for flag, (_field, typ, help_text) in _FLAGS.items():
+        parser.add_argument("--" + flag.replace("_", "-"), type=typ, default=None, help=help_text)
+    parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
+    parser.add_argument(
+        "--half", action="store_true", default=None, help="store float16 weights (half the size)"
+    )
+    parser.add_argument("--max-scans", type=int, default=0, help="use only the first N scans")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last epoch checkpoint"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="checkpoint folder (default: hidden .<BUNDLE_DIR>.training beside the bundle)",
+    )
+    parser.add_argument("--keep-checkpoints", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build the :class:`TrainConfig` from ``--config`` plus explicit flags."""
+    base = TrainConfig.from_json(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    for flag, (name, _t, _h) in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            base[name] = value
+    if args.bf16:
+        base["bf16"] = True
+    if args.half:
+        base["half_weights"] = True
+    if args.no_augment:
+        base["augment"] = False
+    return TrainConfig.from_dict(base)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run training; returns the exit status (errors are printed, not raised)."""
+    from . import ddp
+    from .pipeline import default_work_dir, iter_train
+
+    try:
+        cfg = config_from_args(args)
+    except XrayscreenError as exc:
+        print(f"xrayscreen train: {exc}", file=sys.stderr)
+        return 2
+    main_rank = int(__import__("os").environ.get("RANK", "0")) == 0
+    show = main_rank and not args.quiet
+    bars = _Bars(show)
+    result = None
+    try:
+        for ev in iter_train(
+            cfg,
+            args.sources,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            work_dir=args.work_dir,
+            keep_checkpoints=args.keep_checkpoints,
+            max_scans=args.max_scans,
+        ):
+            bars.update(ev)
+            if ev.phase == "done":
+                result = ev.result
+    except XrayscreenError as exc:
+        bars.close()
+        print(f"xrayscreen train: {exc}", file=sys.stderr)
+        if args.resume is False:
+            print(
+                f"(checkpoints, if any: {args.work_dir or default_work_dir(args.out)}; "
+                "rerun with --resume to continue)",
+                file=sys.stderr,
+            )
+        return 1
+    except KeyboardInterrupt:
+        bars.close()
+        print("\ninterrupted; rerun with --resume to continue from the last epoch", file=sys.stderr)
+        return 130
+    bars.close()
+    if main_rank and result is not None:
+        summary = {
+            "bundle": str(result.bundle_path),
+            "model_id": result.bundle.model_id,
+            "scans": result.n_scans,
+            "train_windows": result.n_train_windows,
+            "val_windows": result.n_val_windows,
+            "kept_epoch": result.kept_epoch,
+            "default_threshold": result.bundle.calibration.default_threshold
+            if result.bundle.calibration
+            else None,
+            "report": str(result.report_path),
+            "warnings": result.warnings,
+        }
+        print(json.dumps(summary, indent=1))
+    del ddp
+    return 0
+
+
+class _Bars:
+    """tqdm bars for loading and training (silent when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.kind = ""
+
+    def _new(self, kind: str, total: int, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.kind = kind
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="step" if kind == "train" else "scan",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def update(self, ev) -> None:
+        if not self.enabled:
+            return
+        if ev.phase == "loading":
+            if self.kind != "loading":
+                self._new("loading", ev.steps_per_epoch, "reading scans")
+            self.bar.update(ev.step - self.bar.n)
+        elif ev.phase == "train":
+            if self.kind != "train":
+                self._new("train", ev.steps_per_epoch * ev.epochs, "training")
+                self.bar.update((ev.epoch - 1) * ev.steps_per_epoch + ev.step - 1)
+            self.bar.update(1)
+            if ev.step % 10 == 0 or ev.step == ev.steps_per_epoch:
+                self.bar.set_postfix(
+                    epoch=ev.epoch,
+                    g=f"{ev.losses.get('g', 0):.3g}",
+                    d=f"{ev.losses.get('d', 0):.3g}",
+                    refresh=False,
+                )
+        elif ev.message and ev.phase in ("validate", "calibrate", "saving", "done"):
+            if self.bar is not None:
+                self.bar.write(ev.message)
+            else:
+                print(ev.message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+        self.kind = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xrayscreen-train`` console script."""
+    parser = argparse.ArgumentParser(prog="xrayscreen-train", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""End-to-end training: normal scans -> windows -> GANomaly fit -> calibration -> bundle.
+
+:func:`iter_train` is a generator of :class:`~xrayscreen.training.loop.TrainProgress`
+events (the GUI streams them); the last event has ``phase == "done"`` and carries the
+:class:`TrainResult`. :func:`train` is the blocking form with an optional callback.
+
+Files: epoch checkpoints go to a work directory (default: the hidden sibling
+``.<bundle name>.training`` of the output), removed after success unless asked to
+keep them. The bundle is written atomically and never replaces an existing one
+unless ``overwrite=True``; ``training_report.json`` and ``loss_curve.png`` are
+written into the bundle directory (extra files that bundle loading ignores).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xrayscreen.errors import BundleError
+from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
+
+from . import ddp
+from .calibrate import calibrate_bundle
+from .config import TrainConfig
+from .data import (
+    LoadProgress,
+    Source,
+    WindowSet,
+    iter_load_windows,
+    read_cache,
+    split_by_scan,
+    write_cache,
+)
+from .loop import FitOutcome, GanomalyTrainer, TrainProgress, iter_fit, resolve_device
+from .report import write_report
+
+
+@dataclass
+class TrainResult:
+    """What a finished training produced.
+
+    Attributes:
+        bundle_path: The saved bundle directory (``None`` on non-main DDP ranks).
+        bundle: The bundle (generator in eval mode, discriminator included).
+        history: Per-epoch loss records.
+        kept_epoch: The epoch whose weights were kept.
+        n_scans, n_train_scans, n_val_scans: Scan counts.
+        n_train_windows, n_val_windows: Window counts.
+        report_path, curve_path: ``training_report.json`` and ``loss_curve.png``.
+        elapsed_s: Training time (fit only, summed over resumes).
+        calibration_source: "validation" (held-out normal scans) or "training" (biased).
+    """
+
+    bundle_path: Path | None
+    bundle: ModelBundle
+    history: list[dict[str, Any]]
+    kept_epoch: int
+    n_scans: int
+    n_train_scans: int
+    n_val_scans: int
+    n_train_windows: int
+    n_val_windows: int
+    report_path: Path | None = None
+    curve_path: Path | None = None
+    elapsed_s: float = 0.0
+    calibration_source: str = "validation"
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_work_dir(out_dir: str | Path) -> Path:
+    """Where checkpoints of a training into ``out_dir`` go."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}.training"
+
+
+def iter_train(
+    config: TrainConfig,
+    normal_sources: Iterable[Source] | Source,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    work_dir: str | Path | None = None,
+    keep_checkpoints: bool = False,
+    max_scans: int = 0,
+    trainer_factory: Callable[[TrainConfig, torch.device, ddp.DistInfo], GanomalyTrainer]
+    | None = None,
+    windows: WindowSet | None = None,
+) -> Iterator[TrainProgress]:
+    """Train a GANomaly bundle on normal scans, yielding progress events.
+
+    Args:
+        config: Training settings.
+        normal_sources: Folders, scan files, ``.txt`` file lists or ``Scan`` objects.
+        out_dir: The bundle directory to create.
+        resume: Continue from the newest checkpoint in the work directory.
+        overwrite: Replace an existing bundle at ``out_dir`` (otherwise refused).
+        work_dir: Checkpoint directory (default :func:`default_work_dir`).
+        keep_checkpoints: Keep the work directory after success.
+        max_scans: Use only the first N scans (0 = all).
+        trainer_factory: Build a custom (research) trainer instead of :class:`GanomalyTrainer`.
+        windows: Pre-cut windows (skips reading ``normal_sources``).
+
+    Raises:
+        BundleError: if ``out_dir`` exists and ``overwrite`` is False.
+        ScanError: if sources are missing or unreadable.
+        ConfigError: for impossible settings or a resume that does not match.
+    """
+    cfg = config
+    cfg.validate()
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise BundleError(
+            f"{out} already exists; choose another output folder or allow overwriting"
+        )
+    wdir = Path(work_dir) if work_dir else default_work_dir(out)
+    device_type = resolve_device(cfg.device).type
+    own_group = ddp.env_world_size() > 1 and not torch.distributed.is_initialized()
+    info = ddp.init_from_env(device_type)
+    device = resolve_device(cfg.device, info)
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        # -- windows --------------------------------------------------------------------
+        ws = windows
+        if ws is None and cfg.cache_file:
+            ws = read_cache(cfg.cache_file, cfg)
+        if ws is None:
+            for item in iter_load_windows(normal_sources, cfg, max_scans):
+                if isinstance(item, LoadProgress):
+                    yield TrainProgress(
+                        0,
+                        cfg.epochs,
+                        item.done,
+                        item.total,
+                        {},
+                        None,
+                        "loading",
+                        message=f"read {item.name}: {item.n_windows} windows",
+                    )
+                else:
+                    ws = item
+            assert ws is not None
+            if cfg.cache_file and info.is_main:
+                write_cache(cfg.cache_file, ws, cfg)
+        split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+        fingerprint = ws.fingerprint()
+        warnings: list[str] = []
+        if len(split.val) == 0:
+            warnings.append(
+                "no held-out validation scans: calibration used TRAINING windows "
+                "(thresholds will be optimistic); train on more scans"
+            )
+        # -- fit ------------------------------------------------------------------------
+        trainer = trainer_factory(cfg, device, info) if trainer_factory else None
+        outcome: list[FitOutcome] = []
+        yield from iter_fit(
+            cfg,
+            split.train,
+            split.val,
+            work_dir=wdir,
+            resume=resume,
+            info=info,
+            trainer=trainer,
+            fingerprint=fingerprint,
+            outcome=outcome,
+        )
+        fo = outcome[0]
+        # -- calibrate + save (main process only) ------------------------------------------
+        bundle = _make_bundle(cfg, fo, ws, split, fingerprint)
+        result = TrainResult(
+            bundle_path=None,
+            bundle=bundle,
+            history=fo.history,
+            kept_epoch=fo.kept_epoch,
+            n_scans=len(ws.scan_ids),
+            n_train_scans=len(split.train.scan_ids),
+            n_val_scans=len(split.val.scan_ids),
+            n_train_windows=len(split.train),
+            n_val_windows=len(split.val),
+            elapsed_s=fo.elapsed_s,
+            calibration_source="validation" if len(split.val) >= 2 else "training",
+            warnings=warnings,
+        )
+        if info.is_main:
+            yield TrainProgress(
+                cfg.epochs,
+                cfg.epochs,
+                0,
+                0,
+                {},
+                None,
+                "calibrate",
+                message="calibrating on held-out normal windows",
+            )
+            cal_windows = split.val if len(split.val) >= 2 else split.train
+            bundle.calibration, _ = calibrate_bundle(
+                bundle, cal_windows, cfg.target_window_far, device
+            )
+            bundle.training["calibration_source"] = result.calibration_source
+            bundle.generator.cpu()
+            bundle.discriminator.cpu()  # type: ignore[union-attr]
+            yield TrainProgress(
+                cfg.epochs, cfg.epochs, 0, 0, {}, None, "saving", message=f"writing {out}"
+            )
+            result.bundle_path = save_bundle(
+                bundle, out, half=cfg.half_weights, overwrite=overwrite
+            )
+            report = _report(cfg, result, split, fo)
+            result.report_path, result.curve_path = write_report(out, report)
+            if not keep_checkpoints:
+                shutil.rmtree(wdir, ignore_errors=True)
+        ddp.barrier(info)
+        yield TrainProgress(
+            cfg.epochs,
+            cfg.epochs,
+            0,
+            0,
+            {
+                k: float(v)
+                for k, v in (fo.history[-1] if fo.history else {}).items()
+                if isinstance(v, (int, float))
+            },
+            0.0,
+            "done",
+            message=f"saved {out}" if info.is_main else "done",
+            result=result,
+        )
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
+        if own_group:
+            ddp.shutdown(info)
+
+
+def train(
+    config: TrainConfig,
+    normal_sources: Iterable[Source] | Source,
+    out_dir: str | Path,
+    *,
+    callback: Callable[[TrainProgress], Any] | None = None,
+    resume: bool = False,
+    **kwargs: Any,
+) -> TrainResult:
+    """Blocking training; ``callback`` receives every :class:`TrainProgress`.
+
+    Returning ``False`` from the callback does NOT stop training; to abort, iterate
+    :func:`iter_train` and stop consuming (the last epoch checkpoint stays resumable).
+
+    Returns:
+        The :class:`TrainResult`.
+    """
+    result = None
+    for ev in iter_train(config, normal_sources, out_dir, resume=resume, **kwargs):
+        if callback is not None:
+            callback(ev)
+        if ev.phase == "done":
+            result = ev.result
+    assert result is not None
+    return result
+
+
+def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerprint: str):
+    gen = copy.deepcopy(fo.generator).eval()
+    disc = copy.deepcopy(fo.discriminator).eval()
+    if cfg.half_weights:
+        # Calibrate the weights that will actually ship (float16-rounded).
+        with torch.no_grad():
+            for net in (gen, disc):
+                for t in list(net.parameters()) + list(net.buffers()):
+                    if t.is_floating_point():
+                        t.copy_(t.half().float())
+    return ModelBundle(
+        config=cfg.model_config(),
+        generator=gen,
+        discriminator=disc,
+        input=InputSpec(window=cfg.window, representation=cfg.representation, scale=cfg.scale),
+        score=ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm),
+        training={
+            "config": cfg.to_dict(),
+            "optimizer": {"name": "adam", "lr": cfg.lr, "betas": list(cfg.betas)},
+            "loss_weights": {
+                "w_adv": cfg.w_adv,
+                "w_con": cfg.w_con,
+                "w_enc": cfg.w_enc,
+                "enc_norm": cfg.enc_norm,
+            },
+            "kept": cfg.keep,
+            "kept_epoch": fo.kept_epoch,
+            "epochs_run": fo.epochs_run,
+            "d_resets": fo.d_resets,
+        },
+        provenance={
+            "data_fingerprint": fingerprint,
+            "n_scans": len(ws.scan_ids),
+            "n_train_scans": len(split.train.scan_ids),
+            "n_val_scans": len(split.val.scan_ids),
+            "n_windows": len(ws),
+            "n_train_windows": len(split.train),
+            "n_val_windows": len(split.val),
+            "epochs": fo.epochs_run,
+            "kept_epoch": fo.kept_epoch,
+            "seed": cfg.seed,
+            "training_time_s": round(fo.elapsed_s, 1),
+        },
+    )
+
+
+def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str, Any]:
+    cal = r.bundle.calibration
+    return {
+        "bundle": str(r.bundle_path),
+        "model_id": r.bundle.model_id,
+        "config": cfg.to_dict(),
+        "data_fingerprint": r.bundle.provenance.get("data_fingerprint"),
+        "n_scans": r.n_scans,
+        "train_scans": split.train.scan_ids,
+        "val_scans": split.val.scan_ids,
+        "n_train_windows": r.n_train_windows,
+        "n_val_windows": r.n_val_windows,
+        "epochs_run": fo.epochs_run,
+        "kept_epoch": fo.kept_epoch,
+        "stopped_early": fo.stopped_early,
+        "d_resets": fo.d_resets,
+        "elapsed_s": round(fo.elapsed_s, 1),
+        "calibration_source": r.calibration_source,
+        "calibration": None
+        if cal is None
+        else {
+            "n_windows": cal.n_windows,
+            "default_threshold": cal.default_threshold,
+            "target_window_far": cal.target_window_far,
+            "raw_threshold": _finite(cal.raw_threshold(cal.default_threshold)),
+            "bag_far_at_default": cal.bag_far(cal.default_threshold),
+        },
+        "warnings": r.warnings,
+        "history": fo.history,
+    }
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity; an unreachable threshold is reported as null."""
+    return x if math.isfinite(x) else None
