@@ -220,7 +220,7 @@ def _gun(
     s = length / 190.0
     angle = rng.uniform(0, 2 * np.pi)
     flip = 1.0 if rng.random() < 0.5 else -1.0
-    steel = rng.uniform(1.0, 1.6)  # cm of steel through the slide
+    steel = rng.uniform(0.6, 1.1)  # cm of steel through the (hollow) slide
     polymer_frame = rng.random() < 0.5
 
     def put(poly, material, areal, **kw):
