@@ -632,7 +632,10 @@ def simulate_bag(
     np.clip(cv.areal, 0.0, None, out=cv.areal)
     mus = np.stack([physics.mass_mu(physics.MATERIALS[m].formula) for m in MATERIAL_NAMES])
     b = physics.beam()
-    clean = physics.transmissions(cv.areal, mus, b)
+    # Only pixels with matter need the polychromatic sum (air is exactly 1).
+    occupied = cv.areal.any(axis=0)
+    clean = np.ones((2, h, w), dtype=np.float32)
+    clean[:, occupied] = physics.transmissions(cv.areal[:, occupied], mus, b)
     masks.update(_material_masks(cv.areal, mus, b, clean[0]))
     raw = _detect(clean, rng, i0) if noise else clean
     rgb = false_colour(raw[0], raw[1])
