@@ -69,11 +69,16 @@ def run(args: argparse.Namespace) -> int:
     def first_heat() -> None:
         if "first_heat_map_s" not in timings and win.heat is not None:
             timings["first_heat_map_s"] = time.perf_counter() - t_launch
+            timings["first_heat_map_epoch"] = time.time()  # lets a caller add interpreter start-up
 
     win.threshold_applied.connect(first_heat)
 
     def on_scored(_result) -> None:
-        timings.setdefault("scored_s", time.perf_counter() - t_launch)
+        if "scored_s" not in timings:
+            timings["scored_s"] = time.perf_counter() - t_launch
+            timings["scored_epoch"] = time.time()
+            timings["model_id"] = getattr(win.bundle, "model_id", "")
+            timings["device"] = win.device_label.text()
         if args.threshold is not None:
             win.threshold = args.threshold
         if args.select_region is not None and win.regions:

@@ -37,7 +37,7 @@ from xrayscreen import paths
 from xrayscreen.decisions.log import Decision, DecisionLog, utc_now
 from xrayscreen.gui import backend
 from xrayscreen.gui.dialogs import DecisionLogDialog, ModelCardDialog, PairDialog, show_error
-from xrayscreen.gui.overlay import HeatOverlay
+from xrayscreen.gui.overlay import HeatOverlay, reduce_max
 from xrayscreen.gui.panels import (
     DecisionPanel,
     DisplayPanel,
@@ -51,6 +51,10 @@ from xrayscreen.settings import STRIDES, Preferences, load_preferences, save_pre
 
 APP_TITLE = "xrayscreen"
 MIN_REGION_AREA = 16  # working-scale pixels; smaller specks are noise, not a frame
+# Heat maps larger than this are max-pooled before labelling regions, so a threshold
+# move stays within a frame on native-resolution maps; peaks are kept exactly, boxes
+# grow by at most the pooling factor (a few working pixels).
+MAX_REGION_PIXELS = 500_000
 
 
 def geometry_settings() -> QSettings:
@@ -671,6 +675,10 @@ class MainWindow(QMainWindow):
         if latent is None:
             return
         self.result, self.heat = result, latent
+        sf = float(getattr(result, "scale_factor", latent.shape[1] / self.scan.shape[1]))
+        k = int(np.ceil(np.sqrt(latent.size / MAX_REGION_PIXELS)))
+        self._region_map = reduce_max(latent, k) if k > 1 else latent
+        self._region_sf = sf / k
         kind = self.heat_panel.map_kind()
         self._heat_kind = kind
         shown = backend.heat_map(result, kind) if kind != "latent" else latent

@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtGui import QImage, QPixmap
 
+# Overlay pixels beyond this many are not worth drawing: heat maps are built from
+# windows at a stride of >= 8 px, so a coarser overlay loses no detail.
+MAX_OVERLAY_PIXELS = 1_000_000
 COLOUR_MAPS = ("inferno", "magma", "turbo", "jet", "hot", "viridis")
 # Below the threshold the heat stays visible but faint, so operators see context
 # without it competing with the alarm.
@@ -45,8 +48,12 @@ class HeatOverlay:
         finite = heat[np.isfinite(heat)]
         hi = float(top if top is not None else (finite.max() if finite.size else 1.0))
         self.top = max(hi, 1e-6)
+        heat = np.nan_to_num(heat, nan=0.0, posinf=self.top, neginf=0.0)
+        k = int(np.ceil(np.sqrt(heat.size / MAX_OVERLAY_PIXELS)))
+        if k > 1:  # the graphics item stretches the overlay back over the scan
+            heat = reduce_max(heat, k)
         self.shape = heat.shape
-        levels = np.nan_to_num(heat, nan=0.0, posinf=self.top, neginf=0.0) * (255.0 / self.top)
+        levels = heat * (255.0 / self.top)
         self.levels = np.ascontiguousarray(np.clip(levels, 0, 255).astype(np.uint8))
         self._cmap_name = ""
         self._cmap = np.zeros((256, 3), np.uint8)
@@ -83,3 +90,12 @@ class HeatOverlay:
         h, w = img.shape
         qimg = QImage(img.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
         return QPixmap.fromImage(qimg)  # copies, so ``img`` may be freed afterwards
+
+
+def reduce_max(a: np.ndarray, k: int) -> np.ndarray:
+    """Max over ``k x k`` blocks (edges padded with the minimum), keeping every peak."""
+    h, w = a.shape
+    ph, pw = -h % k, -w % k
+    if ph or pw:
+        a = np.pad(a, ((0, ph), (0, pw)), constant_values=float(a.min()))
+    return a.reshape(a.shape[0] // k, k, a.shape[1] // k, k).max(axis=(1, 3))

@@ -146,6 +146,9 @@ class RegionsPanel(QGroupBox):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["#", "peak", "mean", "area px"])
         self.tree.setRootIsDecorated(False)
+        self.tree.setUniformRowHeights(True)
+        for col, width in enumerate((34, 60, 60, 70)):
+            self.tree.setColumnWidth(col, width)
         self.tree.itemClicked.connect(
             lambda item, _col: self.region_clicked.emit(int(item.data(0, Qt.ItemDataRole.UserRole)))
         )
@@ -154,6 +157,7 @@ class RegionsPanel(QGroupBox):
         lay.addWidget(self.tree)
 
     def set_regions(self, regions: list[Any]) -> None:
+        self.tree.setUpdatesEnabled(False)
         self.tree.clear()
         for i, r in enumerate(regions):
             item = QTreeWidgetItem(
@@ -166,6 +170,7 @@ class RegionsPanel(QGroupBox):
             )
             item.setData(0, Qt.ItemDataRole.UserRole, i)
             self.tree.addTopLevelItem(item)
+        self.tree.setUpdatesEnabled(True)
         n = len(regions)
         self.summary.setText(
             "No alarm at this threshold" if n == 0 else f"{n} alarm region{'s' if n > 1 else ''}"

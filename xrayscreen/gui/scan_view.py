@@ -9,7 +9,6 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import (
-    QGraphicsItemGroup,
     QGraphicsPixmapItem,
     QGraphicsRectItem,
     QGraphicsScene,
@@ -21,6 +20,7 @@ ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
 FRAME_COLOUR = QColor(255, 40, 40)
 SELECTED_COLOUR = QColor(40, 255, 255)
+MAX_LABELS = 9  # rank numbers on the strongest frames only: text is the costly part of a redraw
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -49,12 +49,15 @@ class ScanView(QGraphicsView):
         self.viewport().setAcceptDrops(True)
         self.scan_item = QGraphicsPixmapItem()
         self.scan_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        # Cache the scaled scan on screen: a threshold move repaints the overlay and
+        # frames, and re-scaling a 2000x1500 scan each time would cost ~10 ms.
+        self.scan_item.setCacheMode(QGraphicsPixmapItem.CacheMode.DeviceCoordinateCache)
         self.heat_item = QGraphicsPixmapItem()
-        self.heat_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        # Nearest-neighbour: the heat map is piecewise constant over window-stride
+        # cells anyway, and smooth scaling it on every threshold move costs frames.
+        self.heat_item.setTransformationMode(Qt.TransformationMode.FastTransformation)
         self.heat_item.setZValue(1)
-        self.frames = QGraphicsItemGroup()
-        self.frames.setZValue(2)
-        for item in (self.scan_item, self.heat_item, self.frames):
+        for item in (self.scan_item, self.heat_item):
             self.scene().addItem(item)
         self._frame_items: list[QGraphicsRectItem] = []
         self._selected = -1
@@ -87,9 +90,9 @@ class ScanView(QGraphicsView):
         self, boxes: Sequence[tuple[int, int, int, int]], labels: Sequence[str] = ()
     ) -> None:
         """Replace the alarm frames (boxes in scan pixels, strongest first)."""
+        scene = self.scene()
         for it in self._frame_items:
-            self.frames.removeFromGroup(it)
-            self.scene().removeItem(it)
+            scene.removeItem(it)
         self._frame_items = []
         self._selected = -1
         for i, (x0, y0, x1, y1) in enumerate(boxes):
@@ -97,12 +100,13 @@ class ScanView(QGraphicsView):
             pen = QPen(FRAME_COLOUR, 2)
             pen.setCosmetic(True)  # constant on-screen width at any zoom
             rect.setPen(pen)
-            if i < len(labels):
+            rect.setZValue(2)
+            if i < min(len(labels), MAX_LABELS):
                 text = QGraphicsSimpleTextItem(labels[i], rect)
                 text.setBrush(FRAME_COLOUR)
                 text.setFlag(QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations)
                 text.setPos(x0, y0)
-            self.frames.addToGroup(rect)
+            scene.addItem(rect)
             self._frame_items.append(rect)
 
     def frame_rects(self) -> list[QRectF]:
