@@ -50,6 +50,7 @@ class _KindAcc:
     neg: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"a": [], "b": []})
     bag_peak: dict[str, float] = field(default_factory=dict)
     bag_hit: dict[str, float] = field(default_factory=dict)  # peak inside the threat
+    bag_out: dict[str, float] = field(default_factory=dict)  # peak outside the threat
     pix_scores: list[np.ndarray] = field(default_factory=list)
     pix_truth: list[np.ndarray] = field(default_factory=list)
     heat_small: dict[str, np.ndarray] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class Evaluation:
     curves: dict[str, dict[str, Any]]
     heat_small: dict[str, dict[str, np.ndarray]]
     montage_kind: str | None
+    bags: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def heat_map(scores: KindScores, scan: PreparedScan) -> np.ndarray:
@@ -140,6 +142,8 @@ def evaluate(
                 acc.bag_peak[scan.name] = float(heat.max())
                 if threat_px is not None and threat_px.any():
                     acc.bag_hit[scan.name] = float(heat[threat_px].max())
+                    if not threat_px.all():
+                        acc.bag_out[scan.name] = float(heat[~threat_px].max())
                 if mask_truth is not None:
                     acc.pix_scores.append(heat.ravel().astype(np.float32))
                     acc.pix_truth.append(mask_truth.ravel())
@@ -154,8 +158,16 @@ def evaluate(
         **{k: round(v, 2) for k, v in timing.items()},
     }
     heat_small = {k: acc.heat_small for k, acc in kinds.items() if acc.heat_small}
+    bags = {
+        k: {"peak": acc.bag_peak, "hit": acc.bag_hit, "out": acc.bag_out}
+        for k, acc in kinds.items()
+    }
     return Evaluation(
-        summary=summary, curves=curves, heat_small=heat_small, montage_kind=montage_kind
+        summary=summary,
+        curves=curves,
+        heat_small=heat_small,
+        montage_kind=montage_kind,
+        bags=bags,
     )
 
 

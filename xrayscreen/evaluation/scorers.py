@@ -10,8 +10,8 @@ variants are compared on exactly the same windows and labels.
   any number of score kinds from :mod:`xrayscreen.inference.score_kinds` computed
   from it (plus ``residual_pixels``: the per-pixel residual folded into a heat map,
   whose windows are scored by its mean = the ``residual`` kind).
-* :class:`EngineScorer`: the product's scoring engine (bundle's own score kind and
-  heat map), when :mod:`xrayscreen.inference.engine` is available.
+* :class:`EngineScorer`: the product's scoring engine (bundle's own calibrated
+  score and heat map, the residual and its window maximum) -- the default.
 * :class:`FunctionScorer`: wraps a plain function (tests, quick experiments).
 """
 
@@ -146,9 +146,7 @@ class ModelScorer:
         from xrayscreen.inference import score_kinds
 
         if force_protocol_scale:
-            bundle = copy.copy(bundle)
-            bundle.input = copy.copy(bundle.input)
-            bundle.input.scale = WorkingScale(longer_side=protocol_longer_side)
+            bundle = _with_scale(bundle, WorkingScale(longer_side=protocol_longer_side))
         protocol_bundle(bundle, protocol_longer_side, window)
         self.bundle = bundle
         self.name = name or bundle.model_id
@@ -227,34 +225,100 @@ def _cpu_has_bf16() -> bool:
 
 
 class EngineScorer:
-    """The product's scoring engine: the bundle's own score and heat map, and its calibration.
+    """The product's scoring engine on the protocol windows: the model as it ships.
 
-    Kinds: ``<kind>`` (raw window scores, heat map = the engine's map) and, when the
-    engine provides a residual map, ``residual_map`` (windows scored by their mean
-    residual is not provided by the engine, so that kind's window scores are the
-    map's mean over each window).
+    Uses :class:`xrayscreen.inference.engine.ScoringEngine` (its prepared generator,
+    batching, autocast and out-of-memory fallback) through ``score_windows`` on
+    exactly the protocol windows (non-belt windows of the protocol image, padded
+    with the representation's air value, as the engine pads). One forward gives:
+
+    * ``<kind>`` (the bundle's own score kind, e.g. ``latent``): raw window scores;
+      heat map = calibrated window scores folded by overlap mean, belt windows at
+      the calibration's minimum (the engine's ``latent_map``);
+    * ``residual``: mean reconstruction residual |x - x_hat| over the window; heat
+      map = the per-pixel residual folded by overlap mean (the engine's
+      ``residual_map``) -- left out when the bundle's own kind is ``residual``;
+    * ``residual_max``: max over the window of the per-pixel residual (channel
+      mean); heat map = its window scores folded.
+
+    Args:
+        bundle: A loaded bundle whose working scale is the protocol's (or
+            ``force_protocol_scale``).
+        device: Torch device.
+        force_protocol_scale: Score a bundle with another working scale at the
+            protocol scale instead of refusing it (recorded in the report).
+        name: Display name (default: the bundle's model id).
     """
 
-    def __init__(self, bundle: Any, *, device: str = "cpu", name: str | None = None) -> None:
-        from xrayscreen.inference.engine import ScoringEngine  # issue 4
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        device: str | None = "cpu",
+        force_protocol_scale: bool = False,
+        name: str | None = None,
+        protocol_longer_side: int = 800,
+        window: int = 64,
+    ) -> None:
+        from xrayscreen.inference.engine import ScoringEngine, air_value
 
-        protocol_bundle(bundle, 800, 64)
+        if force_protocol_scale:
+            bundle = _with_scale(bundle, WorkingScale(longer_side=protocol_longer_side))
+        protocol_bundle(bundle, protocol_longer_side, window)
         self.bundle = bundle
-        self.engine = ScoringEngine(bundle, device=device)
+        self.engine = ScoringEngine(bundle, device)
         self.name = name or bundle.model_id
-        self.kinds = [f"engine_{bundle.score.kind}"]
+        own = bundle.score.kind
+        self.own_kind = own
+        self.kinds = [own] + (["residual"] if own != "residual" else []) + ["residual_max"]
+        self._air = torch.tensor(air_value(bundle.input.representation))
+        cal = bundle.calibration
+        self._bg_cal = (
+            float(np.asarray(cal.calibrate(np.array([cal.values[0]])))[0]) if cal else None
+        )
 
     def score(self, scan: PreparedScan) -> dict[str, KindScores]:
-        res = self.engine.score_scan(scan.scan, stride=scan.grid.stride)
-        if hasattr(res, "__next__"):  # a progress generator: its return value is the result
-            try:
-                while True:
-                    next(res)
-            except StopIteration as stop:
-                res = stop.value
-        origins = np.asarray(res.window_origins)
-        if origins.shape != scan.grid.origins().shape or not (origins == scan.grid.origins()).all():
-            raise ConfigError("the engine's windows are not the protocol windows")
-        heat = getattr(res, "latent_map", None)
-        heat = None if heat is None else np.asarray(heat, dtype=np.float64)
-        return {self.kinds[0]: KindScores(np.asarray(res.window_scores, np.float64), heat)}
+        grid = scan.grid
+        x = torch.from_numpy(
+            model_input(scan.scan, self.bundle.input.representation, self.bundle.input.scale)
+        )
+        if tuple(x.shape[1:]) != scan.shape:
+            raise ConfigError(f"model input {tuple(x.shape[1:])} != protocol image {scan.shape}")
+        padded = self._air[:, None, None].expand(x.shape[0], *grid.padded_shape).clone()
+        padded[:, : grid.height, : grid.width] = x
+        belt = torch.from_numpy(scan.labels.belt)
+        idx = torch.nonzero(~belt).flatten()
+        n = len(grid)
+        raw = torch.zeros(n)
+        res_mean = torch.zeros(n)
+        res_max = torch.zeros(n)
+        pix = torch.zeros((n, grid.window, grid.window))
+        if len(idx):
+            windows = extract_windows(padded, grid)[idx]
+            out = self.engine.score_windows(windows, residual=True)
+            raw[idx] = out.latent.float().cpu()
+            r = out.residual.float().cpu()
+            pix[idx] = r
+            res_mean[idx] = r.flatten(1).mean(dim=1)
+            res_max[idx] = r.flatten(1).amax(dim=1)
+        if len(idx) and len(idx) < n:  # background scores as normal (the engine's rule)
+            for t in (raw, res_mean, res_max):
+                t[belt] = t[idx].min()
+        cal = self.engine.calibrate(raw.to(self.engine.device)).float().cpu()
+        if len(idx) < n:
+            cal[belt] = self._bg_cal if self._bg_cal is not None else cal[idx].min()
+        result = {self.own_kind: KindScores(raw.numpy().astype(np.float64), heat=None)}
+        result[self.own_kind].heat = fold_mean(cal, grid).numpy()
+        if "residual" in self.kinds:
+            result["residual"] = KindScores(
+                res_mean.numpy().astype(np.float64), heat=fold_mean(pix, grid).numpy()
+            )
+        result["residual_max"] = KindScores(res_max.numpy().astype(np.float64))
+        return result
+
+
+def _with_scale(bundle: Any, scale: WorkingScale) -> Any:
+    b = copy.copy(bundle)
+    b.input = copy.copy(bundle.input)
+    b.input.scale = scale
+    return b

@@ -1,0 +1,174 @@
+"""``xrayscreen evaluate`` end to end on generated bags, with a tiny real GANomaly bundle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xrayscreen.cli import main
+from xrayscreen.evaluation.annotations import AnnotationSource
+from xrayscreen.evaluation.dataset import prepare_dataset
+from xrayscreen.evaluation.scorers import EngineScorer, ModelScorer
+from xrayscreen.imaging.representation import WorkingScale
+from xrayscreen.inference.engine import ScoringEngine
+from xrayscreen.model.bundle import InputSpec, ModelBundle, load_bundle, save_bundle
+from xrayscreen.model.calibration import Calibration
+from xrayscreen.model.ganomaly import GANomalyConfig, build_generator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "evaluation"))
+from test_eval_runner import make_folder
+
+TINY = GANomalyConfig(isize=64, ngf=8, ndf=8, nz=16)
+
+
+def _bundle(tmp_path, scale=800, calibrated=True) -> Path:
+    torch.manual_seed(0)
+    b = ModelBundle(
+        config=TINY,
+        generator=build_generator(TINY),
+        input=InputSpec(scale=WorkingScale(longer_side=scale)),
+    )
+    if calibrated:
+        b.calibration = Calibration.fit(np.random.default_rng(0).random(500))
+    return save_bundle(b, tmp_path / f"bundle{scale}")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    normal, threat, labels = make_folder(tmp_path, n_benign=2, n_threat=2)
+    (threat / "corrupt.png").write_bytes(b"definitely not an image")
+    return normal, threat, labels
+
+
+def test_evaluate_writes_every_output(tmp_path, folder, capsys):
+    normal, threat, labels = folder
+    out = tmp_path / "report"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(_bundle(tmp_path)),
+            "--normal",
+            str(normal),
+            "--threat",
+            str(threat),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    for name in (
+        "report.json",
+        "report.md",
+        "roc_window_a.png",
+        "roc_window_b.png",
+        "roc_bags.png",
+        "montage.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["kinds"]) == {
+        "max_density",
+        "mean_darkness",
+        "edge_density",
+        "blue_fraction",
+        "latent",
+        "residual",
+        "residual_max",
+    }
+    assert rep["model"]["model_id"] and rep["model"]["scorer"] == "EngineScorer"
+    assert [k["file"].endswith("corrupt.png") for k in rep["data"]["skipped"]] == [True]
+    assert len(rep["data"]["scans"]) == 4 and all(
+        len(s["sha256"]) == 64 for s in rep["data"]["scans"]
+    )
+    assert rep["data"]["annotation_shared"][0]["file"].endswith("classes.txt")
+    assert rep["settings"]["longer_side"] == 800 and rep["montage_kind"] == "latent"
+    md = (out / "report.md").read_text()
+    assert "## Window ROC AUC" in md and "| latent |" in md
+    assert "corrupt.png" in capsys.readouterr().err
+
+
+def test_unknown_class_refused_with_exit_2(tmp_path, folder, capsys):
+    normal, threat, labels = folder
+    (labels / "P1.txt").write_text("5 0.5 0.5 0.2 0.2\n")
+    rc = main(
+        [
+            "evaluate",
+            "--threat",
+            str(threat),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
+    assert rc == 2
+    assert "class id 5 is not defined in classes.txt" in capsys.readouterr().err
+
+
+def test_model_at_another_scale_is_refused_unless_forced(tmp_path, folder, capsys):
+    normal, threat, labels = folder
+    b = _bundle(tmp_path, scale=1000)
+    args = [
+        "evaluate",
+        "--model",
+        str(b),
+        "--threat",
+        str(threat),
+        "--labels",
+        str(labels),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--no-plots",
+    ]
+    assert main(args) == 2
+    assert "--force-protocol-scale" in capsys.readouterr().err
+    assert main([*args, "--force-protocol-scale"]) == 0
+
+
+def test_engine_scorer_windows_are_the_engines_own(tmp_path, folder):
+    """Same windows, same scores as the product's score_scan on the protocol image."""
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        sorted(normal.iterdir()),
+        sorted(threat.glob("P*.png")),
+        AnnotationSource(labels),
+        progress=False,
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    scorer = EngineScorer(bundle)
+    engine = ScoringEngine(bundle, "cpu")
+    for scan in ds.scans[:2]:
+        mine = scorer.score(scan)
+        ref = engine.score_scan_sync(scan.scan, stride=16)
+        assert (ref.background == scan.labels.belt).all()
+        assert np.allclose(
+            mine["latent"].window[~ref.background],
+            ref.window_scores[~ref.background],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        assert np.allclose(mine["latent"].heat, ref.latent_map, atol=1e-4)
+        assert np.allclose(mine["residual"].heat, ref.residual_map, atol=1e-4)
+
+
+def test_model_scorer_matches_engine_scorer(tmp_path, folder):
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        [], sorted(threat.glob("P*.png")), AnnotationSource(labels), progress=False
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    a = EngineScorer(bundle).score(ds.scans[0])
+    b = ModelScorer(bundle, ["latent", "residual"]).score(ds.scans[0])
+    for k in ("latent", "residual"):
+        assert np.allclose(a[k].window, b[k].window, rtol=2e-2, atol=2e-3)

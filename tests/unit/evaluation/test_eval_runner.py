@@ -1,0 +1,132 @@
+"""The evaluation pass on small generated data with known answers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from xrayscreen.evaluation.annotations import AnnotationSource
+from xrayscreen.evaluation.dataset import prepare_dataset
+from xrayscreen.evaluation.runner import evaluate
+from xrayscreen.evaluation.scorers import FloorScorer, FunctionScorer
+
+H, W = 240, 320  # longer side 320 -> resized to 800 (factor 2.5)
+
+
+def _bag(rng, dark: float) -> np.ndarray:
+    """A grey bag on white belt: a darker rectangle in the middle."""
+    img = np.full((H, W, 3), 250, np.uint8)
+    img[20:220, 20:300] = rng.integers(90, 160, (200, 280, 3), dtype=np.uint8)
+    return img
+
+
+def make_folder(tmp_path, n_benign=3, n_threat=3, seed=0):
+    rng = np.random.default_rng(seed)
+    normal, threat, labels = tmp_path / "normal", tmp_path / "threat", tmp_path / "labels"
+    for d in (normal, threat, labels):
+        d.mkdir()
+    (labels / "classes.txt").write_text("gun\nknife\n")
+    for i in range(n_benign):
+        cv2.imwrite(str(normal / f"N{i}.png"), _bag(rng, 0)[:, :, ::-1])
+    for i in range(n_threat):
+        img = _bag(rng, 0)
+        img[60:140, 80:200] = 10  # the threat: a black rectangle
+        cv2.imwrite(str(threat / f"P{i}.png"), img[:, :, ::-1])
+        cls = i % 2
+        cx, cy, bw, bh = 140 / W, 100 / H, 120 / W, 80 / H
+        (labels / f"P{i}.txt").write_text(f"{cls} {cx} {cy} {bw} {bh}\n")
+    return normal, threat, labels
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    normal, threat, labels = make_folder(tmp_path)
+    return prepare_dataset(
+        sorted(normal.iterdir()), sorted(threat.iterdir()), AnnotationSource(labels), progress=False
+    )
+
+
+def _truth_scorer(name, sign=1.0):
+    def fn(scan):
+        # +1 on anomalous windows, 0 elsewhere: separates perfectly.
+        return sign * (scan.labels.label == 1).astype(float)
+
+    return FunctionScorer(name, fn)
+
+
+def test_perfect_random_inverted(dataset):
+    rng = np.random.default_rng(0)
+    scorers = [
+        _truth_scorer("perfect"),
+        _truth_scorer("inverted", -1.0),
+        FunctionScorer("random", lambda s: rng.random(len(s.grid))),
+    ]
+    ev = evaluate(dataset, scorers, progress=False)
+    k = ev.summary["kinds"]
+    for pool in ("a", "b"):
+        assert k["perfect"]["window"][pool]["all"]["auc"] == 1.0
+        assert k["perfect"]["window"][pool]["all"]["detection_at_far"] == 1.0
+        assert k["inverted"]["window"][pool]["all"]["auc"] == 0.0
+        assert k["random"]["window"][pool]["all"]["auc"] == pytest.approx(0.5, abs=0.05)
+    assert set(k["perfect"]["window"]["a"]) == {"all", "gun", "knife"}
+    # The threat-on-threat alarm: perfect scorer's peak lies on the threat in every bag.
+    ops = k["perfect"]["bag"]["operating"]
+    assert ops[0]["benign_alarmed"] == 0.0 and ops[0]["threat_alarm_on_threat"] == 1.0
+    assert k["perfect"]["bag"]["auc_peak"] == 1.0
+
+
+def test_pools_are_kept_apart(dataset):
+    # Score 1 on benign bags, 0 on every window of threat bags except anomalous ones (2):
+    # pool (a) negatives all score 1 (< 2), pool (b) negatives 0: both perfect. A scorer
+    # that confused the pools would mix them.
+    def fn(scan):
+        if scan.kind == "benign":
+            return np.ones(len(scan.grid))
+        return np.where(scan.labels.label == 1, 2.0, 0.0)
+
+    def fn_b(scan):  # positives 1, benign 2, threat-free 0 -> AUC (a) 0, (b) 1
+        if scan.kind == "benign":
+            return np.full(len(scan.grid), 2.0)
+        return np.where(scan.labels.label == 1, 1.0, 0.0)
+
+    ev = evaluate(dataset, [FunctionScorer("x", fn), FunctionScorer("y", fn_b)], progress=False)
+    y = ev.summary["kinds"]["y"]["window"]
+    assert y["a"]["all"]["auc"] == 0.0 and y["b"]["all"]["auc"] == 1.0
+    counts = ev.summary["counts"]["windows"]["negatives"]
+    n_benign = sum(s.labels.negatives.sum() for s in dataset.scans if s.kind == "benign")
+    n_threat_free = sum(s.labels.negatives.sum() for s in dataset.scans if s.kind == "threat")
+    assert counts == {"a": n_benign, "b": n_threat_free}
+
+
+def test_floors_on_generated_bags(dataset):
+    ev = evaluate(dataset, [FloorScorer()], progress=False)
+    k = ev.summary["kinds"]
+    # The threat is the darkest thing in its bag: max density separates it (pool b).
+    assert k["max_density"]["window"]["b"]["all"]["auc"] > 0.9
+    assert k["max_density"]["bag"]["auc_peak"] == 1.0
+    # Belt windows are on neither side: every counted window touches the bag.
+    assert all(s.labels.belt.any() for s in dataset.scans)
+
+
+def test_scans_are_resized_to_the_protocol_scale(dataset):
+    s = dataset.scans[0]
+    assert max(s.shape) == 800 and s.shape == (600, 800)
+    box = dataset.of_kind("threat")[0].annotation.boxes[0]
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((200, 150, 500, 350))
+
+
+def test_corrupt_scan_is_skipped_and_unannotated_threat_counts_at_bag_level(tmp_path):
+    normal, threat, labels = make_folder(tmp_path, n_benign=2, n_threat=2)
+    (normal / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    img = cv2.imread(str(threat / "P0.png"))
+    cv2.imwrite(str(threat / "P9.png"), img)  # no label file
+    ds = prepare_dataset(
+        sorted(normal.iterdir()), sorted(threat.iterdir()), AnnotationSource(labels), progress=False
+    )
+    assert [k.path.name for k in ds.skipped] == ["broken.png"]
+    ev = evaluate(ds, [FloorScorer()], progress=False)
+    bags = ev.summary["counts"]["bags"]
+    assert bags == {"benign": 2, "threat": 3, "threat_annotated": 2, "threat_bag_level_only": 1}
+    assert ev.summary["kinds"]["max_density"]["bag"]["n_threat"] == 3
+    assert ev.summary["kinds"]["max_density"]["bag"]["n_threat_localisable"] == 2

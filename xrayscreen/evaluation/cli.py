@@ -1,0 +1,203 @@
+"""``xrayscreen evaluate``: the X-ray benchmark protocol on labelled bags, as a command.
+
+Example (the SIXray dev folder, test split, with a model)::
+
+    xrayscreen evaluate --model BUNDLE \\
+        --normal ../shared/data/sixray/normal --threat ../shared/data/sixray/threat/images \\
+        --labels ../shared/data/sixray/threat/labels_yolo --masks ../shared/data/sixray/threat/masks \\
+        --split test --out reports/test
+
+Without ``--model`` only the four floors are evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xrayscreen.errors import XrayscreenError
+
+SPLIT_CHOICES = ("all", "train", "val", "test", "dev")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``xrayscreen evaluate``."""
+    parser.add_argument(
+        "--model",
+        help="model bundle folder, or 'default' for the bundled model; omit for floors only",
+    )
+    parser.add_argument(
+        "--normal", nargs="+", default=[], metavar="PATH", help="benign scans (files or folders)"
+    )
+    parser.add_argument(
+        "--threat", nargs="+", default=[], metavar="PATH", help="threat scans (files or folders)"
+    )
+    parser.add_argument(
+        "--labels", help="YOLO label folder (with classes.txt) or CSV of pixel boxes"
+    )
+    parser.add_argument(
+        "--masks", help="folder of class-id mask images (any size; rescaled to the scan)"
+    )
+    parser.add_argument(
+        "--mask-classes",
+        default="gun,knife",
+        help="names of mask ids 1, 2, ... (default gun,knife)",
+    )
+    parser.add_argument("--out", required=True, help="report folder (created)")
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default="all",
+        help="keep only the bags of this SIXray dev split (xrayscreen.evaluation.splits); default all",
+    )
+    parser.add_argument(
+        "--far", type=float, default=0.01, help="window false-alarm rate for the detection figure"
+    )
+    parser.add_argument(
+        "--compat",
+        choices=("product", "readme"),
+        default="product",
+        help="'product': the engine's resize and padded border windows (default); 'readme': area "
+        "resize and full windows only, the convention of the published floor table",
+    )
+    parser.add_argument(
+        "--kinds",
+        help="comma-separated registered score kinds computed from one forward pass (research); "
+        "default: the engine's kinds (bundle kind, residual, residual_max)",
+    )
+    parser.add_argument(
+        "--force-protocol-scale",
+        action="store_true",
+        help="score a model with another working scale at the protocol scale",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--montage-kind", help="score kind shown in the montage (default: the model's)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _resolve_model(arg: str) -> Path:
+    if arg == "default":
+        from importlib.resources import files
+
+        return Path(str(files("xrayscreen.resources") / "default_model"))
+    return Path(arg)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation; 0 on success, 2 on a user-facing error."""
+    try:
+        return _run(args)
+    except XrayscreenError as exc:
+        print(f"xrayscreen evaluate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from xrayscreen.errors import ConfigError
+    from xrayscreen.evaluation import splits
+    from xrayscreen.evaluation.annotations import AnnotationSource, parse_mask_classes
+    from xrayscreen.evaluation.dataset import (
+        README_COMPAT,
+        ProtocolSettings,
+        list_scans,
+        prepare_dataset,
+    )
+    from xrayscreen.evaluation.report import write_report
+    from xrayscreen.evaluation.runner import evaluate
+    from xrayscreen.evaluation.scorers import EngineScorer, FloorScorer, ModelScorer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.normal and not args.threat:
+        raise ConfigError("give benign scans (--normal) and/or threat scans (--threat)")
+    if not 0 < args.far < 1:
+        raise ConfigError(f"--far must be between 0 and 1, got {args.far}")
+    t0 = time.perf_counter()
+    normal = list_scans(args.normal)
+    threat = list_scans(args.threat)
+    if args.split != "all":
+        chosen = splits.SPLITS[args.split]
+        normal = splits.select(normal, chosen["benign"])
+        threat = splits.select(threat, chosen["threat"])
+        if not normal and not threat:
+            raise ConfigError(f"no scan of split {args.split!r} found among the given files")
+    source = None
+    if args.labels or args.masks:
+        source = AnnotationSource(
+            labels=args.labels, masks=args.masks, mask_classes=parse_mask_classes(args.mask_classes)
+        )
+    settings = README_COMPAT if args.compat == "readme" else ProtocolSettings()
+    scorers: list[Any] = [FloorScorer()]
+    model_info = None
+    if args.model:
+        from xrayscreen.model.bundle import load_bundle
+
+        path = _resolve_model(args.model)
+        bundle = load_bundle(path, device=args.device)
+        if args.kinds:
+            kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+            scorer = ModelScorer(
+                bundle, kinds, device=args.device, force_protocol_scale=args.force_protocol_scale
+            )
+        else:
+            scorer = EngineScorer(
+                bundle, device=args.device, force_protocol_scale=args.force_protocol_scale
+            )
+        scorers.append(scorer)
+        model_info = {
+            "model_id": bundle.model_id,
+            "path": str(path),
+            "created": bundle.created,
+            "score": bundle.score.to_dict(),
+            "input": bundle.input.to_dict(),
+            "architecture": bundle.config.to_dict(),
+            "calibrated": bundle.calibration is not None,
+            "provenance": bundle.provenance,
+            "scorer": type(scorer).__name__,
+            "kinds": scorer.kinds,
+            "forced_protocol_scale": bool(args.force_protocol_scale),
+        }
+    dataset = prepare_dataset(normal, threat, source, settings, progress=not args.quiet)
+    for k in dataset.skipped:
+        print(f"skipped {k.path}: {k.reason}", file=sys.stderr)
+    if not dataset.scans:
+        raise ConfigError("no usable scan")
+    t_prep = time.perf_counter() - t0
+    ev = evaluate(
+        dataset, scorers, far=args.far, montage_kind=args.montage_kind, progress=not args.quiet
+    )
+    ev.summary["timing_s"]["prepare"] = round(t_prep, 2)
+    ev.summary["timing_s"]["total"] = round(time.perf_counter() - t0, 2)
+    report = write_report(
+        ev,
+        dataset,
+        args.out,
+        model=model_info,
+        command=["xrayscreen", "evaluate", *sys.argv[2:]] if len(sys.argv) > 1 else None,
+        extra_settings={"far": args.far, "split": args.split, "compat": args.compat},
+        plots=not args.no_plots,
+    )
+    _print_summary(report)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    for name, k in report["kinds"].items():
+        cells = []
+        for pool in ("a", "b"):
+            a = k["window"].get(pool, {}).get("all", {}).get("auc")
+            cells.append(f"({pool}) {a:.3f}" if a is not None else f"({pool}) n/a")
+        bag = k["bag"]["auc_peak"]
+        print(
+            f"{name:>16}: window AUC {'  '.join(cells)}  bag AUC {bag if bag is not None else 'n/a'}"
+        )
