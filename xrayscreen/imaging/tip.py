@@ -98,11 +98,14 @@ def project_threat(
         raw = scan.raw.copy()
         if raw.shape[0] == 2:
             raw[:, dst[0], dst[1]] *= t_threat[:, src[0], src[1]]
-            rgb = false_colour(raw[0], raw[1])
+            # Only the threat's box changes colour; re-render just that.
+            rgb = scan.rgb.copy()
+            rgb[dst] = false_colour(raw[0][dst], raw[1][dst])
         else:  # single energy: the detector sees roughly the high-energy response
             raw[0, dst[0], dst[1]] *= t_threat[0, src[0], src[1]]
-            g = (np.clip(raw[0], 0, 1) * 255.0 + 0.5).astype(np.uint8)
-            rgb = np.repeat(g[:, :, None], 3, axis=2)
+            rgb = scan.rgb.copy()
+            g = (np.clip(raw[0][dst], 0, 1) * 255.0 + 0.5).astype(np.uint8)
+            rgb[dst] = g[:, :, None]
         new = Scan(rgb=rgb, kind=scan.kind, raw=raw, pixel_mm=scan.pixel_mm, meta=meta)
     else:
         overlay = false_colour(t_threat[0], t_threat[1])[src].astype(np.float32) / 255.0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from xrayscreen.imaging import physics
+from xrayscreen.imaging.material import false_colour
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.imaging.simulator import MATERIAL_NAMES, simulate_bag, threat_areal
 from xrayscreen.imaging.tip import project_threat
@@ -34,6 +35,7 @@ def test_dual_energy_projection_multiplies_transmission(clean, threat):
     # Steel attenuates the low energy more: the low/high ratio of the threat < 1 on average.
     m = res.mask & (clean.scan.raw[0] > 0.05)
     assert (np.log(ratio[1][m]) < np.log(ratio[0][m]) - 1e-4).mean() > 0.9
+    np.testing.assert_array_equal(res.scan.rgb, false_colour(res.scan.raw[0], res.scan.raw[1]))
     assert res.scan.meta["tip"]["source_sha256"] == clean.scan.sha256
     assert res.scan.sha256 != clean.scan.sha256
 
