@@ -176,7 +176,14 @@ def render(
 
 
 def mode_label(mode: str) -> str:
-    """Human label of a mode name (``"false_colour"`` -> ``"False colour"``)."""
+    """Human label of a mode name (the core's label, else ``"false_colour"`` -> ``"False colour"``)."""
+    try:
+        from xrayscreen.imaging.enhance import MODE_LABELS
+
+        if mode in MODE_LABELS:
+            return str(MODE_LABELS[mode])
+    except ImportError:
+        pass
     return str(mode).replace("_", " ").replace("-", " ").capitalize()
 
 

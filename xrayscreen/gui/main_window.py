@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qthrottled
 
 from xrayscreen import paths
 from xrayscreen.decisions.log import Decision, DecisionLog, utc_now
@@ -153,7 +154,12 @@ class MainWindow(QMainWindow):
 
         self.display_panel.changed.connect(self._refresh_display)
         self.heat_panel.changed.connect(self._on_heat_settings)
-        self.threshold_panel.slider.valueChanged.connect(self._apply_threshold)
+        # A slider drag emits a flood of values; redraw at most once per frame, always
+        # ending on the last value (leading + trailing edge).
+        self._throttled_threshold = qthrottled(
+            self._apply_threshold, timeout=16, leading=True, parent=self
+        )
+        self.threshold_panel.slider.valueChanged.connect(self._throttled_threshold)
         self.threshold_panel.default_button.clicked.connect(self._default_threshold)
         self.regions_panel.region_clicked.connect(self.view.select_frame)
         self.decision_panel.decided.connect(self.decide)
@@ -236,7 +242,7 @@ class MainWindow(QMainWindow):
         modes = v.addMenu("Display &mode")
         group = QActionGroup(self)
         self.mode_actions: dict[str, QAction] = {}
-        keys = [str(i) for i in range(1, 10)] + ["0"]
+        keys = [str(i) for i in range(1, 10)] + ["0", "-", "="]
         for i, m in enumerate(backend.display_modes()):
             act = QAction(backend.mode_label(m), self)
             act.setCheckable(True)
@@ -484,9 +490,13 @@ class MainWindow(QMainWindow):
     @threshold.setter
     def threshold(self, value: float) -> None:
         s = self.threshold_panel.slider
-        if value > s.maximum():
-            s.setMaximum(float(np.ceil(value)))
-        s.setValue(float(value))
+        s.blockSignals(True)  # apply once, synchronously, instead of via the throttle
+        try:
+            if value > s.maximum():
+                s.setMaximum(float(np.ceil(value)))
+            s.setValue(float(value))
+        finally:
+            s.blockSignals(False)
         self._apply_threshold()
 
     def engine_module(self) -> Any:

@@ -46,7 +46,13 @@ class ScoringJob(QObject):
         self.elapsed = 0.0
         self.running = False
         self._worker = create_worker(
-            _score_job, engine, scan, stride, self.cancel_event, _start_thread=False
+            _score_job,
+            engine,
+            scan,
+            stride,
+            self.cancel_event,
+            _start_thread=False,
+            _ignore_errors=True,  # we show them ourselves (errored -> failed)
         )
         self._worker.yielded.connect(self._on_yield)
         self._worker.returned.connect(self._on_return)
