@@ -61,9 +61,15 @@ from PySide6.QtWidgets import (
 
 from xrayscreen import retrain_worker as rw
 from xrayscreen.errors import XrayscreenError
+from xrayscreen.gui.pyside_refcount import guard_none_refcount
 from xrayscreen.pool import LogFilter, NormalPool
 from xrayscreen.registry import Registry
 from xrayscreen.retrain_eval import Comparison
+
+# This module draws a live plot (thousands of Qt calls): keep a PySide6 refcount
+# bug from aborting the interpreter (see pyside_refcount). The main window imports
+# this module at start-up, so the guard covers the whole app.
+guard_none_refcount()
 
 THUMBS = 12
 THUMB_SIZE = 72
