@@ -15,6 +15,7 @@ are not offered for them (see :func:`available_modes`).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ class _Derived:
 
 _CACHE: OrderedDict[tuple[int, str], _Derived] = OrderedDict()
 _CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()  # render may be called from GUI worker threads
 
 
 def available_modes(scan: Scan) -> list[str]:
@@ -187,14 +189,16 @@ def _penetration(d: _Derived, a0: float, a1: float) -> np.ndarray:
 def derived(scan: Scan) -> _Derived:
     """Cached control-independent data for ``scan`` (the last few scans are kept)."""
     key = (id(scan), scan.sha256)
-    hit = _CACHE.get(key)
-    if hit is not None and hit.grey.shape == scan.shape:
-        _CACHE.move_to_end(key)
-        return hit
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit.grey.shape == scan.shape:
+            _CACHE.move_to_end(key)
+            return hit
     d = _compute(scan)
-    _CACHE[key] = d
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        _CACHE[key] = d
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return d
 
 
