@@ -51,6 +51,7 @@ from xrayscreen.inference.windows import (
     fold_separable,
     pad_to_grid,
 )
+from xrayscreen.model.ganomaly import GeneratorOutput
 
 __all__ = [
     "ScanResult",
@@ -211,7 +212,11 @@ class ScoringEngine:
         self._forward_module: nn.Module = gen
         self.compiled = False
         if compile:
-            self._forward_module = torch.compile(gen, dynamic=False)
+            # Freezing lets inductor constant-fold the (inference-only) weights and
+            # pre-pack them for oneDNN on CPU; static shapes (batches are padded to
+            # the batch size, see _forward) avoid recompiling for the last batch.
+            opts = {"freezing": True} if self.device.type == "cpu" else None
+            self._forward_module = torch.compile(gen, dynamic=False, options=opts)
             self.compiled = True
         self.window = int(bundle.input.window)
         self.channels = channels_of(bundle.input.representation)
@@ -276,8 +281,19 @@ class ScoringEngine:
         self.calls += 1
         self.windows_seen += int(x.shape[0])
         t = time.perf_counter()
+        n = int(x.shape[0])
         with torch.inference_mode(), self._autocast():
-            out = self._forward_module(x)
+            if self.compiled:
+                # One input kind for the compiled graph (its guards check strides and
+                # inference-tensor-ness): a fresh channels-last inference tensor of the
+                # compiled batch size, zero-padded; the extra rows are dropped.
+                xin = x.new_zeros((max(n, self.batch), *x.shape[1:])).contiguous(
+                    memory_format=torch.channels_last
+                )
+                xin[:n] = x
+                out = GeneratorOutput(*(o[:n] for o in self._forward_module(xin)))
+            else:
+                out = self._forward_module(x)
         with torch.inference_mode():
             score = score_kinds.compute(self.bundle.score, x, out)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None

@@ -1,0 +1,308 @@
+"""Scoring-engine benchmark: naive reference vs the engine, matmul peak, start-up, RSS.
+
+In ONE run, on the SAME generator weights (GANomaly ngf 64, nz 100, 64x64x3;
+random init unless ``--model`` names a bundle: speed does not depend on the
+values):
+
+(a) naive reference: model input in numpy, crop each (foreground) window in numpy,
+    fp32, batch 1, the generator as built (NCHW, batch-norm layers);
+(b) the engine end to end (file read -> heat map) at stride 16 and 32 on a
+    simulated 2000x1000 bag (native scale) and on SIXray dev scans resized to
+    longer side 800 (``--sixray``, default ``../shared/data/sixray`` when present);
+    eager bf16/fp32 and, unless ``--no-compile``, ``torch.compile``;
+(c) the machine's bf16 and fp32 matmul peak (square matmuls, median).
+
+Reported: windows/s (forward only and end to end), seconds per scan, speed-up over
+(a), the fraction of (c) reached (FLOPs per window counted from the layers), start-up
+(import, bundle load, engine preparation, warm-up, compile) separately, and the peak
+RSS of a separate process scoring an 8000x2000 scan.
+
+Prints one JSON object. Medians over ``--repeats``. The CPU here is shared with
+other jobs: compare ratios measured within one run.
+
+    python benchmarks/bench_engine.py [--device cpu|cuda] [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T_IMPORT0 = time.perf_counter()
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from xrayscreen.imaging.readers import open_scan  # noqa: E402
+from xrayscreen.imaging.representation import WorkingScale, model_input  # noqa: E402
+from xrayscreen.inference.engine import ScoringEngine, air_value  # noqa: E402
+from xrayscreen.inference.windows import WindowGrid, belt_mask, pad_to_grid  # noqa: E402
+from xrayscreen.model.bundle import InputSpec, ModelBundle, load_bundle, save_bundle  # noqa: E402
+from xrayscreen.model.ganomaly import GANomalyConfig, build_generator  # noqa: E402
+from xrayscreen.model.score import latent_score  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T_IMPORT0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_forward import generator_flops  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SIXRAY = REPO.parent / "shared" / "data" / "sixray"
+
+
+# ------------------------------------------------------------------------ helpers
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int, repeats: int) -> float:
+    """Median GFLOP/s of an n x n x n matmul."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    times = []
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def naive_reference(scan, bundle, stride: int, max_windows: int) -> dict:
+    """Crop windows in numpy, one at a time, fp32, plain generator. Times up to
+    ``max_windows`` foreground windows and extrapolates to the scan."""
+    t0 = time.perf_counter()
+    x = model_input(scan, bundle.input.representation, bundle.input.scale)
+    c, h, w = x.shape
+    grid = WindowGrid(h, w, bundle.input.window, stride)
+    ph, pw = grid.padded_shape
+    xp = np.empty((c, ph, pw), np.float32)
+    xp[:] = np.asarray(air_value(bundle.input.representation), np.float32)[:, None, None]
+    xp[:, :h, :w] = x
+    grey = ((x.mean(axis=0) + 1.0) / 2.0) if bundle.input.representation == "rgb" else None
+    fg = np.ones(len(grid), bool)
+    if grey is not None:  # same belt rule as the engine
+        g = pad_to_grid(torch.from_numpy(grey), grid, 1.0)
+        fg = ~belt_mask(g, grid).numpy()
+    prep = time.perf_counter() - t0
+    gen = bundle.generator.eval()
+    win = grid.window
+    origins = grid.origins()[fg]
+    take = origins[:max_windows]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for y, xo in take:
+            crop = torch.from_numpy(np.ascontiguousarray(xp[None, :, y : y + win, xo : xo + win]))
+            out = gen(crop)
+            latent_score(out.z, out.z_hat)
+    dt = time.perf_counter() - t
+    rate = len(take) / dt
+    return {
+        "windows_timed": len(take),
+        "windows_per_s": rate,
+        "n_scored": int(fg.sum()),
+        "s_per_scan": prep + int(fg.sum()) / rate,
+    }
+
+
+def engine_scans(engine, files: list[Path], stride: int, repeats: int) -> dict:
+    """End-to-end (read -> heat map) over ``files``; medians of per-scan figures."""
+    per_scan, fwd_rates, n_scored, fwd_s, tot_s = [], [], 0, 0.0, 0.0
+    for _ in range(repeats):
+        run_tot, run_fwd, run_n = 0.0, 0.0, 0
+        for f in files:
+            t = time.perf_counter()
+            scan = open_scan(f)
+            res = engine.score_scan_sync(scan, stride=stride)
+            dt = time.perf_counter() - t
+            per_scan.append(dt)
+            run_tot += dt
+            run_fwd += res.timings["forward_s"]
+            run_n += res.n_scored
+        fwd_rates.append(run_n / run_fwd)
+        n_scored, fwd_s, tot_s = run_n, run_fwd, run_tot
+    return {
+        "scans": len(files),
+        "stride": stride,
+        "windows_scored_per_pass": n_scored,
+        "s_per_scan_median": statistics.median(per_scan),
+        "forward_windows_per_s": statistics.median(fwd_rates),
+        "end_to_end_windows_per_s": n_scored / tot_s,
+        "last_pass_forward_s": fwd_s,
+        "last_pass_total_s": tot_s,
+    }
+
+
+def rss_child(model_dir: str, stride: int, device: str, threads: int) -> dict:
+    """Score an 8000x2000 scan in a fresh process; report its peak RSS."""
+    code = f"""
+import json, resource, time, numpy as np, torch
+torch.set_num_threads({threads})
+from xrayscreen.imaging.simulator import simulate_bag
+from xrayscreen.imaging.scan import Scan, ScanKind
+from xrayscreen.inference.engine import ScoringEngine
+from xrayscreen.model.bundle import load_bundle
+base = simulate_bag(1, size=(1000, 2000), noise=False).scan.rgb
+rgb = np.ascontiguousarray(np.tile(base, (2, 4, 1)))   # 2000 x 8000
+del base
+scan = Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR)
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+eng = ScoringEngine(load_bundle({model_dir!r}), {device!r})
+t = time.perf_counter()
+res = eng.score_scan_sync(scan, stride={stride})
+print(json.dumps({{"scan_shape": list(scan.shape), "stride": {stride},
+    "n_windows": len(res.grid), "n_scored": res.n_scored,
+    "seconds": time.perf_counter() - t,
+    "rss_before_scoring_mb": rss_before / 1024,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sixray_files(root: Path, n: int) -> list[Path]:
+    normal = sorted((root / "normal").glob("*.jpg"))[: n - n // 2]
+    threat = sorted((root / "threat" / "images").glob("*.jpg"))[: n // 2]
+    return normal + threat
+
+
+# ------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default=None, help="bundle to take weights from")
+    ap.add_argument("--sixray", default=str(DEFAULT_SIXRAY))
+    ap.add_argument("--sixray-scans", type=int, default=6)
+    ap.add_argument("--naive-windows", type=int, default=120)
+    ap.add_argument("--matmul-n", type=int, default=4096)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--rss-stride", type=int, default=16)
+    ap.add_argument("--strides", default="16,32")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    out: dict = {
+        "benchmark": "scoring_engine",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+    # Same weights for every variant: one generator, two input specs (native / 800 px).
+    t = time.perf_counter()
+    if args.model:
+        src = load_bundle(args.model)
+        cfg, gen = src.config, src.generator
+    else:
+        cfg = GANomalyConfig(isize=64, nc=3, nz=100, ngf=64, ndf=64)
+        torch.manual_seed(0)
+        gen = build_generator(cfg)
+    native = save_bundle(
+        ModelBundle(config=cfg, generator=gen, input=InputSpec(scale=WorkingScale())),
+        tmp / "native",
+    )
+    protocol = save_bundle(
+        ModelBundle(
+            config=cfg, generator=gen, input=InputSpec(scale=WorkingScale(longer_side=800))
+        ),
+        tmp / "protocol",
+    )
+    flops = generator_flops(cfg)
+    out["model"] = {"ngf": cfg.ngf, "nz": cfg.nz, "flops_per_window": flops}
+    out["startup"] = {"import_s": IMPORT_S}
+    t = time.perf_counter()
+    b_native = load_bundle(native)
+    out["startup"]["bundle_load_s"] = time.perf_counter() - t
+    b_protocol = load_bundle(protocol)
+
+    # Test scans: simulated 2000 x 1000 bag written as PNG (read back by open_scan).
+    from xrayscreen.imaging.simulator import simulate_bag
+
+    sim = simulate_bag(0, size=(1000, 2000)).scan
+    sim_png = tmp / "sim_2000x1000.png"
+    cv2.imwrite(str(sim_png), cv2.cvtColor(sim.rgb, cv2.COLOR_RGB2BGR))
+    sim_scan = open_scan(sim_png)
+    six_root = Path(args.sixray)
+    six = sixray_files(six_root, args.sixray_scans) if six_root.is_dir() else []
+    out["sixray_scans"] = [p.name for p in six]
+
+    # (c) matmul peak
+    out["matmul_gflops"] = {
+        "fp32": matmul_peak(torch.float32, device, args.matmul_n, 5),
+        "bf16": matmul_peak(torch.bfloat16, device, args.matmul_n, 5),
+    }
+
+    # (a) naive reference
+    b_native.generator.to(device)
+    naive = naive_reference(sim_scan, b_native, 16, args.naive_windows)
+    out["naive_reference"] = {"scan": "sim 2000x1000 stride 16", **naive}
+
+    # (b) engine variants
+    variants = [("eager_bf16", {"autocast": "auto"}), ("eager_fp32", {"autocast": "off"})]
+    if not args.no_compile:
+        variants.append(("compiled_bf16", {"autocast": "auto", "compile": True}))
+    strides = [int(s) for s in args.strides.split(",")]
+    peak_bf16 = out["matmul_gflops"]["bf16"]
+    out["engine"] = {}
+    for name, kw in variants:
+        t = time.perf_counter()
+        eng_n = ScoringEngine(b_native, device, **kw)
+        prep = time.perf_counter() - t
+        warm = eng_n.warmup()
+        eng_p = ScoringEngine(b_protocol, device, **kw)
+        eng_p.warmup()
+        v: dict = {
+            "settings": eng_n.describe(),
+            "startup": {"engine_prepare_s": prep, "warmup_or_compile_s": warm},
+        }
+        for stride in strides:
+            if name == "eager_fp32" and stride != 16:
+                continue  # fp32 shown once, for the bf16 gain
+            sim_r = engine_scans(eng_n, [sim_png], stride, args.repeats)
+            rec = {"sim_2000x1000_native": sim_r}
+            if stride == 16:
+                rec["speedup_vs_naive_windows_per_s"] = (
+                    sim_r["end_to_end_windows_per_s"] / naive["windows_per_s"]
+                )
+                rec["speedup_vs_naive_s_per_scan"] = (
+                    naive["s_per_scan"] / sim_r["s_per_scan_median"]
+                )
+            rec["fraction_of_bf16_matmul_peak_forward"] = (
+                sim_r["forward_windows_per_s"] * flops / 1e9 / peak_bf16
+            )
+            rec["fraction_of_bf16_matmul_peak_end_to_end"] = (
+                sim_r["end_to_end_windows_per_s"] * flops / 1e9 / peak_bf16
+            )
+            if six and name != "eager_fp32":
+                rec["sixray_longer_side_800"] = engine_scans(eng_p, six, stride, args.repeats)
+            v[f"stride_{stride}"] = rec
+            print(json.dumps({name: {f"stride_{stride}": rec}}), file=sys.stderr, flush=True)
+        out["engine"][name] = v
+
+    if not args.no_rss:
+        out["rss_8000x2000"] = rss_child(str(native), args.rss_stride, str(device), args.threads)
+    out["load_avg_at_end"] = os.getloadavg()
+    out["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
