@@ -148,11 +148,18 @@ class Dataset:
 
 
 def list_scans(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Scan files named directly or found (non-recursively, sorted) in folders."""
+    """Scan files named directly, found (non-recursively, sorted) in folders, or listed
+    one per line in ``.txt`` files (``#`` comments; relative paths from the list's folder)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in SCAN_SUFFIXES)
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                entry = line.split("#", 1)[0].strip()
+                if entry:
+                    q = Path(entry)
+                    out.append(q if q.is_absolute() else p.parent / q)
         elif p.exists():
             out.append(p)
         else:

@@ -144,6 +144,7 @@ class ModelScorer:
         window: int = 64,
     ) -> None:
         from xrayscreen.inference import score_kinds
+        from xrayscreen.inference.engine import cpu_has_bf16
 
         if force_protocol_scale:
             bundle = _with_scale(bundle, WorkingScale(longer_side=protocol_longer_side))
@@ -159,7 +160,9 @@ class ModelScorer:
         self.device = torch.device(device)
         self.batch = batch
         self._air = _air_value(bundle.input.representation)
-        self._autocast = self.device.type == "cpu" and _cpu_has_bf16()
+        self._autocast = self.device.type == "cuda" or (
+            self.device.type == "cpu" and cpu_has_bf16()
+        )
 
     def _spec(self, kind: str) -> Any:
         spec = copy.copy(self.bundle.score)
@@ -212,16 +215,6 @@ class ModelScorer:
                 pix.flatten(1).mean(dim=1).numpy().astype(np.float64), heat=heat
             )
         return result
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return (
-            bool(torch.backends.mkldnn.is_available())
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class EngineScorer:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BENIGN_TRAIN = tuple(f"N{i:07d}" for i in range(1, 181))
 BENIGN_VAL = tuple(f"N{i:07d}" for i in range(181, 241))
@@ -143,3 +144,48 @@ def benign_train_files(normal_dir: str | Path) -> list[Path]:
     """The benign training bags (the only ones a model may be fitted on) in ``normal_dir``."""
     d = Path(normal_dir)
     return [d / f"{n}.jpg" for n in BENIGN_TRAIN if (d / f"{n}.jpg").is_file()]
+
+
+def sixray_files(data_dir: str | Path, split: str) -> tuple[list[Path], list[Path]]:
+    """``(benign, threat)`` scan files of ``split`` in a SIXray folder laid out like
+    ``../shared/data/sixray`` (``normal/``, ``threat/images/``)."""
+    d = Path(data_dir)
+    chosen = SPLITS[split]
+    benign = [d / "normal" / f"{n}.jpg" for n in chosen["benign"]]
+    threat = [d / "threat" / "images" / f"{n}.jpg" for n in chosen["threat"]]
+    return [p for p in benign if p.is_file()], [p for p in threat if p.is_file()]
+
+
+def sixray_dataset(
+    data_dir: str | Path,
+    split: str = "val",
+    *,
+    masks: bool = True,
+    settings: Any = None,
+    progress: bool = False,
+) -> Any:
+    """The prepared protocol dataset of a SIXray split, ready for
+    :func:`xrayscreen.evaluation.runner.evaluate` (research helpers: prepare once,
+    evaluate many scorers)::
+
+        ds = sixray_dataset("../shared/data/sixray", "val")
+        ev = evaluate(ds, [FloorScorer(), ModelScorer(bundle, ["latent", "residual"])])
+
+    Args:
+        data_dir: The ``sixray`` folder.
+        split: ``"val"``, ``"test"``, ``"dev"`` (both) or ``"train"`` (benign only).
+        masks: Also use the pixel masks (windows of mask-only bags, pixel AUROC).
+        settings: :class:`~xrayscreen.evaluation.dataset.ProtocolSettings` (default: product).
+        progress: tqdm bar.
+    """
+    from xrayscreen.evaluation.annotations import AnnotationSource
+    from xrayscreen.evaluation.dataset import ProtocolSettings, prepare_dataset
+
+    d = Path(data_dir)
+    benign, threat = sixray_files(d, split)
+    source = AnnotationSource(
+        labels=d / "threat" / "labels_yolo", masks=(d / "threat" / "masks") if masks else None
+    )
+    return prepare_dataset(
+        benign, threat, source, settings or ProtocolSettings(), progress=progress
+    )
