@@ -7,7 +7,13 @@ import io
 import numpy as np
 
 
-def dx_bytes(pixels: np.ndarray, *, frames: int = 1, spacing_mm: float | None = 0.8) -> bytes:
+def dx_bytes(
+    pixels: np.ndarray,
+    *,
+    frames: int = 1,
+    spacing_mm: float | None = 0.8,
+    photometric: str = "MONOCHROME2",
+) -> bytes:
     """An uncompressed (explicit VR little endian) DICOS DX image holding ``pixels`` (uint16)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -25,7 +31,7 @@ def dx_bytes(pixels: np.ndarray, *, frames: int = 1, spacing_mm: float | None = 
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15

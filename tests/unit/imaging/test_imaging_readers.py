@@ -361,3 +361,55 @@ def test_generated_dicos_dx_single_and_two_frame(tmp_path):
     scan = open_scan(tmp_path / "two.dcs")
     assert scan.kind is ScanKind.DUAL_ENERGY
     np.testing.assert_allclose(scan.raw[1], (img // 2) / 65535.0, atol=1e-6)
+
+
+def test_dicos_monochrome1_is_inverted(tmp_path):
+    from dicom_factory import dx_bytes
+
+    img = _ramp()
+    (tmp_path / "m1.dcs").write_bytes(dx_bytes(img, photometric="MONOCHROME1"))
+    scan = open_scan(tmp_path / "m1.dcs")
+    np.testing.assert_allclose(scan.raw[0], (65535 - img) / 65535.0, atol=1e-6)
+
+
+def _tiff_with_dims(width: int, height: int) -> bytes:
+    entries = [
+        (256, 4, 1, width),  # ImageWidth, LONG
+        (257, 4, 1, height),  # ImageLength
+        (258, 3, 1, 8),  # BitsPerSample
+        (259, 3, 1, 1),  # Compression: none
+        (262, 3, 1, 1),  # Photometric: min-is-black
+        (273, 4, 1, 8),  # StripOffsets
+        (278, 4, 1, height),  # RowsPerStrip
+        (279, 4, 1, 16),  # StripByteCounts
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        ifd += struct.pack("<HHII", tag, typ, count, value)
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
+def _jpeg_with_dims(width: int, height: int) -> bytes:
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + sof + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x00" * 32
+
+
+def _bmp_with_dims(width: int, height: int) -> bytes:
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + 16, 0, 0, 54) + info + b"\x00" * 16
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("huge.tif", _tiff_with_dims(100_000, 100_000)),
+        ("huge.jpg", _jpeg_with_dims(65_000, 65_000)),
+        ("huge.bmp", _bmp_with_dims(200_000, -150_000)),
+    ],
+)
+def test_absurd_dimensions_other_formats(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ScanError, match="beyond what a scan can be"):
+        open_scan(p)
