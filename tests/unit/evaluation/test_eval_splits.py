@@ -1,0 +1,40 @@
+"""The standard dev split: deterministic, disjoint, and consistent with the real folder."""
+
+from __future__ import annotations
+
+from xrayscreen.evaluation import splits
+
+
+def test_benign_split_is_disjoint_and_complete():
+    tr, va, te = set(splits.BENIGN_TRAIN), set(splits.BENIGN_VAL), set(splits.BENIGN_TEST)
+    assert len(tr) == 180 and len(va) == 60 and len(te) == 60
+    assert not (tr & va or tr & te or va & te)
+    assert tr | va | te == {f"N{i:07d}" for i in range(1, 301)}
+
+
+def test_threat_split_is_disjoint_balanced_and_never_in_train():
+    va, te = set(splits.THREAT_VAL), set(splits.THREAT_TEST)
+    assert not va & te and len(va | te) == 77
+    assert (len(va), len(te)) == (40, 37)  # one extra val bag per odd-sized stratum
+    assert splits.SPLITS["train"]["threat"] == ()
+    for stratum in (splits._KNIFE_ONLY, splits._GUN_AND_KNIFE, splits._MASK_ONLY):
+        assert abs(len(set(stratum) & va) - len(set(stratum) & te)) <= 1
+
+
+def test_split_matches_the_real_folder(shared_data):
+    d = shared_data / "sixray"
+    images = {p.stem for p in (d / "threat" / "images").glob("*.jpg")}
+    assert images == set(splits.THREAT_VAL) | set(splits.THREAT_TEST)
+    benign, threat = splits.sixray_files(d, "test")
+    assert len(benign) == 60 and len(threat) == len(splits.THREAT_TEST)
+    # The frozen strata agree with the label files.
+    for stem in splits._KNIFE_ONLY + splits._GUN_AND_KNIFE:
+        ids = {
+            ln.split()[0]
+            for ln in (d / "threat" / "labels_yolo" / f"{stem}.txt").read_text().splitlines()
+            if ln.strip()
+        }
+        assert ("0" in ids) == (stem in splits._GUN_AND_KNIFE) and "1" in ids
+    for stem in splits._MASK_ONLY:
+        assert not (d / "threat" / "labels_yolo" / f"{stem}.txt").exists()
+        assert (d / "threat" / "masks" / f"{stem}.png").exists()
