@@ -568,6 +568,62 @@ def _shoes(cv: _Canvas, rng: np.random.Generator, inside: _Inside) -> None:
                 cv.stamp(shank, "iron", 7.87 * 0.15)
 
 
+def _misc(cv: _Canvas, rng: np.random.Generator, inside: _Inside) -> None:
+    """Benign everyday items, some long and metallic (so "long metal" alone is not a threat)."""
+    if rng.random() < 0.3:  # folding umbrella: steel shaft and ribs in a nylon sleeve
+        c = _random_point(rng, inside)
+        angle = rng.uniform(0, np.pi)
+        length = rng.uniform(220, 280)
+        cv.stamp(_rotate(_rect(cv.mm(length), cv.mm(45)), angle, c), "nylon", 1.2, edge_mm=10)
+        cv.stamp(_rotate(_rect(cv.mm(length), cv.mm(9)), angle, c), "iron", 0.5, profile="cyl")
+        for k in range(6):
+            off = (k - 2.5) * 5.0
+            rib = _rect(cv.mm(length * 0.9), cv.mm(1.5)) + np.array([0, cv.mm(off)])
+            cv.stamp(_rotate(rib, angle, c), "iron", 0.35)
+        handle = _rect(cv.mm(40), cv.mm(30)) + np.array([cv.mm(-length / 2 - 15), 0])
+        cv.stamp(_rotate(handle, angle, c), "polyethylene", 2.5, profile="cyl")
+    for _ in range(int(rng.integers(0, 3))):  # pens: plastic body, small steel spring/tip
+        c = _random_point(rng, inside)
+        angle = rng.uniform(0, np.pi)
+        cv.stamp(
+            _rotate(_rect(cv.mm(140), cv.mm(10)), angle, c), "polyethylene", 0.9, profile="cyl"
+        )
+        tip = _rect(cv.mm(20), cv.mm(3)) + np.array([cv.mm(60), 0])
+        cv.stamp(_rotate(tip, angle, c), "iron", 0.4)
+    if rng.random() < 0.25:  # cutlery: a spoon and a fork (steel, thin)
+        c = _random_point(rng, inside)
+        angle = rng.uniform(0, np.pi)
+        for dy in (-15.0, 15.0):
+            shift = np.array([0, cv.mm(dy)])
+            cv.stamp(_rotate(_rect(cv.mm(130), cv.mm(9)) + shift, angle, c), "iron", 0.2 * 7.87)
+            bowl = _ellipse(cv.mm(22), cv.mm(14), 20) + shift + np.array([cv.mm(80), 0])
+            cv.stamp(_rotate(bowl, angle, c), "iron", 0.1 * 7.87)
+    if rng.random() < 0.25:  # hair dryer: plastic housing, copper coil, small motor
+        c = _random_point(rng, inside)
+        angle = rng.uniform(0, 2 * np.pi)
+        cv.stamp(
+            _rotate(_rounded_rect(cv.mm(170), cv.mm(75), cv.mm(30)), angle, c), "polyethylene", 1.6
+        )
+        coil = _rect(cv.mm(80), cv.mm(40)) + np.array([cv.mm(30), 0])
+        cv.stamp(_rotate(coil, angle, c), "copper", 0.25)
+        motor = _ellipse(cv.mm(20), cv.mm(20), 20) + np.array([cv.mm(-45), 0])
+        cv.stamp(_rotate(motor, angle, c), "iron", 1.6)
+        cv.stamp(_rotate(motor * 0.7, angle, c), "copper", 1.2)
+        grip = _rect(cv.mm(30), cv.mm(100)) + np.array([cv.mm(-40), cv.mm(70)])
+        cv.stamp(_rotate(grip, angle, c), "polyethylene", 2.0, profile="cyl")
+    for _ in range(int(rng.integers(0, 3))):  # toiletries: tubes (aluminium) and small bottles
+        c = _random_point(rng, inside)
+        angle = rng.uniform(0, np.pi)
+        if rng.random() < 0.5:
+            tube = _rotate(_rect(cv.mm(150), cv.mm(40)), angle, c)
+            cv.stamp(tube, "aluminium", 0.08, profile="cyl", hollow=0.95)
+            cv.stamp(tube, "water", 1.6, profile="cyl")
+        else:
+            body = _rotate(_rounded_rect(cv.mm(100), cv.mm(45), cv.mm(12)), angle, c)
+            cv.stamp(body, "water", 3.5, profile="cyl")
+            cv.stamp(body, "polyethylene", 0.1, profile="cyl", hollow=0.9)
+
+
 # --- the bag -------------------------------------------------------------------------
 
 
@@ -616,6 +672,7 @@ def simulate_bag(
     _bottles(cv, rng, inside)
     _electronics(cv, rng, inside)
     _small_metal(cv, rng, inside)
+    _misc(cv, rng, inside)
     masks: dict[str, np.ndarray] = {}
     boxes: list[Box] = []
     for t in threats:
