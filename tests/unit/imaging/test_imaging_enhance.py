@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging import enhance
@@ -130,3 +132,15 @@ def test_tone_lut_identity_and_bad_controls(bag):
         enhance.render(bag.scan, contrast=0.0)
     with pytest.raises(ConfigError):
         enhance.render(bag.scan, gamma=float("nan"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    brightness=st.floats(-1.0, 1.0),
+    contrast=st.floats(0.05, 5.0),
+    gamma=st.floats(0.1, 5.0),
+)
+def test_tone_lut_is_monotone_for_any_controls(brightness, contrast, gamma):
+    lut = enhance.tone_lut(brightness, contrast, gamma).astype(int)
+    assert lut.shape == (256,)
+    assert (np.diff(lut) >= 0).all()
