@@ -1,0 +1,173 @@
+"""Research generator variants (issue 7): dispatch, shapes, skips, and that they can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.model.ganomaly import GANomalyConfig, Generator, GeneratorOutput
+from xrayscreen.model.variants import UNetGenerator, build_generator, generator_kind
+
+
+def _cfg(**extras) -> GANomalyConfig:
+    return GANomalyConfig(isize=32, nc=3, nz=16, ngf=8, ndf=8, extras=extras)
+
+
+def test_default_is_the_paper_generator():
+    assert generator_kind(_cfg()) == "dcgan"
+    assert type(build_generator(_cfg())) is Generator
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ConfigError, match="unknown generator variant"):
+        build_generator(_cfg(generator="resnet"))
+
+
+def test_unet_output_matches_generator_output():
+    net = build_generator(_cfg(generator="unet")).eval()
+    assert isinstance(net, UNetGenerator)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    out = net(x)
+    assert isinstance(out, GeneratorOutput)
+    assert out.x_hat.shape == x.shape
+    assert out.z.shape == (4, 16, 1, 1) and out.z_hat.shape == (4, 16, 1, 1)
+    assert out.x_hat.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("isize", [16, 64])
+def test_unet_builds_for_other_sizes(isize):
+    cfg = GANomalyConfig(isize=isize, nc=1, nz=8, ngf=8, ndf=8, extras={"generator": "unet"})
+    assert build_generator(cfg)(torch.zeros(2, 1, isize, isize)).x_hat.shape == (2, 1, isize, isize)
+
+
+def test_skips_carry_information_the_latent_does_not():
+    """With skips, two inputs with the SAME latent still reconstruct differently."""
+    torch.manual_seed(0)
+    net = build_generator(_cfg(generator="unet", skip_max_res=8)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        feats, h = [], x
+        for block in net.downs:
+            h = block(h)
+            feats.append(h)
+        # Force the latent path to zero: only the skip path can tell the inputs apart.
+        net.to_latent.weight.zero_()
+        out = net(x)
+    assert torch.allclose(out.z[0], out.z[1])
+    assert not torch.allclose(out.x_hat[0], out.x_hat[1], atol=1e-4)
+
+    plain = build_generator(_cfg(generator="unet", skip_max_res=0)).eval()
+    with torch.no_grad():
+        plain.to_latent.weight.zero_()
+        out0 = plain(x)
+    assert torch.allclose(out0.x_hat[0], out0.x_hat[1], atol=1e-6)
+
+
+def test_unet_refuses_extra_layers():
+    cfg = GANomalyConfig(
+        isize=32, nc=3, nz=16, ngf=8, ndf=8, extra_layers=1, extras={"generator": "unet"}
+    )
+    with pytest.raises(ConfigError, match="extra_layers"):
+        build_generator(cfg)
+
+
+def test_unet_learns_to_reconstruct():
+    torch.manual_seed(0)
+    net = build_generator(_cfg(generator="unet"))
+    # Smooth images (upsampled 4x4 noise): learnable structure, unlike white noise.
+    x = F.interpolate(torch.rand(8, 3, 4, 4) * 2 - 1, size=32, mode="bilinear")
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    first = None
+    for _ in range(30):
+        loss = F.l1_loss(net(x).x_hat, x)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+
+
+# -- research score kinds ------------------------------------------------------------------
+import numpy as np  # noqa: E402
+
+from xrayscreen.imaging.representation import model_input  # noqa: E402
+from xrayscreen.imaging.scan import Scan, ScanKind  # noqa: E402
+from xrayscreen.inference import research_scores as rs  # noqa: E402
+from xrayscreen.inference import score_kinds  # noqa: E402
+
+
+def _outputs(x_hat: torch.Tensor) -> GeneratorOutput:
+    z = torch.zeros(len(x_hat), 4, 1, 1)
+    return GeneratorOutput(x_hat, z, z)
+
+
+def test_research_kinds_are_registered():
+    assert {"residual_pool", "edge_excess", "density_conditional", "density_combined"} <= set(
+        score_kinds.kinds()
+    )
+
+
+@pytest.mark.parametrize("rep", ["rgb", "rgb_attenuation"])
+def test_grey_recovered_from_model_input(rep):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(1, 256, size=(16, 16, 3), dtype=np.uint8)
+    x = torch.from_numpy(model_input(Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR), rep))[None]
+    grey = rs.grey_of_input(x, rep)[0].numpy()
+    np.testing.assert_allclose(grey, rgb.astype(np.float32).mean(2) / 255.0, atol=1e-4)
+
+
+def test_residual_pool_finds_a_compact_blob_the_mean_dilutes():
+    x = torch.zeros(2, 3, 32, 32)
+    x_hat = x.clone()
+    x_hat[0, :, 8:16, 8:16] = 0.5  # compact bad patch
+    x_hat[1] = 0.5 * 64 / 1024  # same total residual, spread thin
+    out = _outputs(x_hat)
+    mean = score_kinds.get("residual")(x, out, {})
+    pool = score_kinds.get("residual_pool")(x, out, {})
+    assert torch.allclose(mean[0], mean[1], atol=1e-6)
+    assert pool[0] > 5 * pool[1]
+
+
+def test_density_conditional_asks_how_unusual_for_this_density():
+    rng = np.random.default_rng(1)
+    dens = rng.uniform(0, 1, 5000)
+    base = 2.0 * dens + rng.normal(0, 0.05, 5000)  # normal windows: score tracks density
+    params = {**rs.fit_density_params(base, dens), "base": "residual", "representation": "rgb"}
+    # Two windows with the same mean residual: a light one (unusual) and a dense one (usual).
+    x = torch.ones(2, 3, 8, 8)
+    x[0, :, 0, 0] = 1.0 - 2 * 0.2  # grey min 0.8 -> density 0.2
+    x[1, :, 0, 0] = 1.0 - 2 * 0.9  # density 0.9
+    x_hat = x - 1.5  # |x - x_hat| = 1.5 everywhere
+    out = _outputs(x_hat)
+    np.testing.assert_allclose(rs.max_density(x, "rgb").numpy(), [0.2, 0.9], atol=1e-5)
+    z = score_kinds.get("density_conditional")(x, out, params)
+    assert z[0] > 10 and z[0] > z[1] + 5
+    comb = score_kinds.get("density_combined")(x, out, params)
+    assert torch.allclose(
+        comb - z, (rs.max_density(x, "rgb") - params["dens_median"]) / params["dens_scale"]
+    )
+
+
+def test_edge_excess_discounts_edges_normal_windows_also_miss():
+    torch.manual_seed(0)
+    x = -torch.ones(64, 3, 32, 32)
+    x[:, :, :, 16:] = 1.0  # a vertical edge in every window
+    x_hat = x.clone()
+    x_hat[:, :, :, 14:18] = 0.0  # normal: the model blurs the edge
+    params = rs.fit_edge_params(x, _outputs(x_hat), "rgb")
+    normal = score_kinds.get("edge_excess")(x[:4], _outputs(x_hat[:4]), params)
+    odd = x_hat[:4].clone()
+    odd[:, :, 2:8, 2:8] += 1.0  # a flat area that reconstructs badly
+    anomalous = score_kinds.get("edge_excess")(x[:4], _outputs(odd), params)
+    plain = score_kinds.get("residual")(x[:4], _outputs(x_hat[:4]), {})
+    assert normal.abs().max() < 1e-4 < float(plain.min())
+    assert float(anomalous.min()) > 0.01
+
+
+def test_uncalibrated_density_kind_is_a_readable_error():
+    with pytest.raises(ConfigError, match="calibrated"):
+        score_kinds.get("density_conditional")(
+            torch.zeros(1, 3, 8, 8), _outputs(torch.zeros(1, 3, 8, 8)), {}
+        )
