@@ -73,6 +73,7 @@ def colour_table_figure(path: Path) -> None:
         r = -np.log(t[1]) / a_h
         keep = a_h < table.a_max
         ax.plot(a_h[keep], np.log(r[keep] / table.r_min) * scale, "w" + style, lw=1.2, label=name)
+    ax.set_ylim(0, nr - 1)
     ax.set_xlabel("A = -ln(I_high)")
     ax.set_ylabel("R = ln(I_low) / ln(I_high)")
     ax.set_title("False-colour table (160 kVp, CsI/Cu/CsI sandwich detector)", fontsize=9)
