@@ -20,7 +20,6 @@ Every failure a user can cause raises :class:`~xrayscreen.errors.ScanError`.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,12 +98,12 @@ def _existing_partner(p: Path, stem: str) -> Path | None:
     for c in candidates:
         if c.is_file():
             return c
-    # Case-insensitive file systems aside, try a case-insensitive match in the folder.
+    # Names that differ only in case (bag_HIGH.png + bag_low.png): scan the folder.
+    want = stem.lower()
     try:
-        want = re.escape(stem.lower())
         for c in p.parent.iterdir():
-            if re.fullmatch(want, c.stem.lower()) and c.suffix.lower() in SCAN_SUFFIXES:
-                if c != p and c.is_file():
+            if c != p and c.stem.lower() == want and c.suffix.lower() in SCAN_SUFFIXES:
+                if c.is_file():
                     return c
     except OSError:
         return None

@@ -413,3 +413,8 @@ def test_absurd_dimensions_other_formats(tmp_path, name, data):
     p.write_bytes(data)
     with pytest.raises(ScanError, match="beyond what a scan can be"):
         open_scan(p)
+
+
+def test_pair_with_mixed_case_names(tmp_path):
+    hp, lp, _, _ = _write_pair(tmp_path, "scan_HIGH", "scan_low")
+    assert find_pair(hp) == (hp, lp)
