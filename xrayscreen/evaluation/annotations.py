@@ -348,6 +348,12 @@ class AnnotationSource:
                 # the protocol image, instead of twice through the scan's size.
                 mask = read_mask(files[0])
                 sources.append(files[0])
+                unknown = sorted(set(np.unique(mask).tolist()) - {0} - set(self.mask_classes))
+                if unknown:
+                    raise UnknownClassError(
+                        f"{files[0]}: mask class id(s) {unknown} not named; the mask classes "
+                        f"are {self.mask_classes} (set them with --mask-classes)"
+                    )
         return Annotation(
             boxes=boxes,
             mask=mask,

@@ -182,13 +182,29 @@ def _run(args: argparse.Namespace) -> int:
         dataset,
         args.out,
         model=model_info,
-        command=["xrayscreen", "evaluate", *sys.argv[2:]] if len(sys.argv) > 1 else None,
+        command=_command(args),
         extra_settings={"far": args.far, "split": args.split, "compat": args.compat},
         plots=not args.no_plots,
     )
     _print_summary(report)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command line that reproduces this run (from the parsed options)."""
+    cmd = ["xrayscreen", "evaluate"]
+    for key, value in vars(args).items():
+        if value in (None, False, []) or key == "func":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif isinstance(value, list):
+            cmd += [flag, *map(str, value)]
+        else:
+            cmd += [flag, str(value)]
+    return cmd
 
 
 def _print_summary(report: dict[str, Any]) -> None:

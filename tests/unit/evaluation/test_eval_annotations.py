@@ -79,3 +79,11 @@ def test_rescale_mask_identity_and_threat_pixels_from_boxes():
     ann = Annotation(boxes=[Box(1.5, 0, 3, 2, "gun")], shape=(4, 4))
     px = ann.threat_pixels()
     assert px[:2, 1:3].all() and px.sum() == 4
+
+
+def test_mask_with_an_unnamed_class_id_is_refused(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:2] = 3
+    cv2.imwrite(str(tmp_path / "bag.png"), mask)
+    with pytest.raises(UnknownClassError, match=r"mask class id\(s\) \[3\] not named"):
+        AnnotationSource(masks=tmp_path).load("bag", (8, 8))
