@@ -147,15 +147,16 @@ class NormalPool:
             raise ConfigError(f"{root} is not a folder")
         added = 0
         for path in scan_files(root):
-            added += self._add(PoolItem(path, file_sha256(path), SOURCE_FOLDER))
+            sha, scan_path = scan_identity(path)
+            added += self._add(PoolItem(scan_path, sha, SOURCE_FOLDER))
         return added
 
     def add_files(self, files: Iterable[str | os.PathLike[str]]) -> int:
         """Add individual scan files (as folder items). Returns how many were new."""
         added = 0
         for f in files:
-            p = Path(f)
-            added += self._add(PoolItem(p, file_sha256(p), SOURCE_FOLDER))
+            sha, scan_path = scan_identity(f)
+            added += self._add(PoolItem(scan_path, sha, SOURCE_FOLDER))
         return added
 
     def add_from_log(self, log: object, flt: LogFilter | None = None) -> int:
@@ -186,10 +187,11 @@ class NormalPool:
             if path is None or not path.is_file():
                 self.counts.missing += 1
                 continue
-            if file_sha256(path) != d.scan_sha256:
+            sha, scan_path = scan_identity(path)
+            if sha != d.scan_sha256:
                 self.counts.changed += 1  # not the bag the operator cleared
                 continue
-            item = PoolItem(path, d.scan_sha256, SOURCE_LOG, d.operator_id, d.decided_at)
+            item = PoolItem(scan_path, sha, SOURCE_LOG, d.operator_id, d.decided_at)
             added += self._add(item)
         return added
 
@@ -244,6 +246,33 @@ def scan_files(root: Path) -> list[Path]:
 
     files = sorted(f for f in root.rglob("*") if f.is_file() and not f.name.startswith("."))
     return [f for f in files if is_scan_path(f)]
+
+
+def scan_identity(path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """``(sha256, path)`` the readers give the scan opened from ``path``.
+
+    A single file's identity is the hash of its bytes. Half of a dual-energy pair
+    (``bag_high.png`` + ``bag_low.png``) opens as one scan hashed over both files,
+    high energy first (as ``xrayscreen.imaging.readers.open_scan`` does), so both
+    halves map to one identity and the pool holds the pair once, under its
+    high-energy file.
+    """
+    p = Path(path)
+    pair = None
+    try:
+        from xrayscreen.imaging.readers import find_pair
+
+        pair = find_pair(p)
+    except ImportError:  # readers absent from this build: every file is a scan
+        pair = None
+    if pair is None:
+        return file_sha256(p), p
+    h = hashlib.sha256()
+    for f in pair:
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest(), Path(pair[0])
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -336,7 +336,10 @@ def run_warmup(job: RetrainJob, emit: Emitter, steps: int) -> int:
     if job.threads:
         torch.set_num_threads(job.threads)
     cfg = TrainConfig.from_dict(job.config)
-    sample = list(job.sources)[: max(1, min(4, len(job.sources)))]
+    # An evenly spread sample: bags in one folder are often sorted by size or date.
+    k = max(1, min(6, len(job.sources)))
+    sample = [job.sources[round(i * (len(job.sources) - 1) / max(k - 1, 1))] for i in range(k)]
+    sample = list(dict.fromkeys(sample))
     t0 = time.perf_counter()
     ws = load_windows(sample, cfg)
     load_s = (time.perf_counter() - t0) / len(sample)

@@ -105,3 +105,25 @@ def test_holdout_is_deterministic_and_disjoint(tmp_path, scans):
     assert len(s.train) == 1 and len(s.holdout) == 1
     with pytest.raises(ConfigError):
         tiny.split_holdout(1.0)
+
+
+def test_dual_energy_pair_is_one_scan_with_the_readers_identity(tmp_path):
+    from xrayscreen.imaging.readers import open_scan
+
+    d = tmp_path / "pairs"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("bag_high.png", "bag_low.png"):
+        cv2.imwrite(str(d / name), rng.integers(0, 65535, (20, 24), dtype=np.uint16))
+    pool = build_pool([d])
+    assert len(pool) == 1 and pool.counts.duplicates == 1
+    assert pool.items[0].sha256 == open_scan(d / "bag_low.png").sha256
+    assert pool.items[0].path.name == "bag_high.png"
+    log = DecisionLog(tmp_path / "d.sqlite3")
+    scan = open_scan(d / "bag_high.png")
+    log.record(
+        Decision(scan_sha256=scan.sha256, verdict="Clear", scan_path=str(d / "bag_high.png"))
+    )
+    p2 = NormalPool()
+    p2.add_from_log(log)
+    assert len(p2) == 1 and p2.counts.changed == 0

@@ -672,6 +672,7 @@ class RetrainDialog(QDialog):
         proc.errorOccurred.connect(self._process_error)
         self.process = proc
         self._stderr_tail = ""
+        self.progress_bar.setValue(0)
         self._set_state("training")
         self.status_label.setText("Starting the training process…")
         proc.start(
