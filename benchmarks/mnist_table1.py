@@ -29,7 +29,7 @@ from scipy.stats import rankdata
 from xrayscreen.model.score import latent_score
 from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import WindowSet, decode
-from xrayscreen.training.loop import fit
+from xrayscreen.training.loop import FitOutcome, iter_fit
 from xrayscreen.training.mnist import PAPER_TABLE1, digit_split, load_mnist
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -104,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         t0 = time.perf_counter()
         empty = WindowSet(split.train.data[:0], split.train.scan_index[:0], [], [])
-        out = fit(cfg, split.train, empty)
+        outs: list[FitOutcome] = []
+        for ev in iter_fit(cfg, split.train, empty, outcome=outs):
+            if ev.phase == "validate" and ev.message:  # end of an epoch
+                el = time.perf_counter() - t0
+                print(f"digit {d} {ev.message} ({el:.0f} s)", file=sys.stderr, flush=True)
+        out = outs[0]
         train_s = time.perf_counter() - t0
         scores = eval_scores(out.generator, split.test_x, args.bf16)
         row = {

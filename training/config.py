@@ -22,7 +22,8 @@ class TrainConfig:
 
     Attributes:
         window: Window side in pixels (= the model's ``isize``).
-        stride: Stride between training windows (scoring uses its own, usually 16).
+        stride: Stride between training windows; ``None`` -> ``window // 2`` (32 for the
+            default 64 px window). Scoring uses its own stride.
         representation: Model input representation (``xrayscreen.imaging.representation``).
         longer_side: Working scale: resize so the longer side has this many pixels
             (``None`` with ``mm_per_pixel`` unset = native resolution).
@@ -62,7 +63,7 @@ class TrainConfig:
     """
 
     window: int = 64
-    stride: int = 32
+    stride: int | None = None
     representation: str = "rgb"
     longer_side: int | None = 800
     mm_per_pixel: float | None = None
@@ -101,6 +102,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if self.stride is None:
+            self.stride = max(1, int(self.window) // 2)
         self.validate()
 
     def validate(self) -> None:

@@ -98,4 +98,5 @@ def wrap(net: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(net, device_ids=ids, broadcast_buffers=True)
+    # Default buffer sync: rank 0 broadcasts batch-norm statistics before each forward.
+    return DDP(net, device_ids=ids)

@@ -1,0 +1,111 @@
+"""``xrayscreen train`` on a tiny folder of generated images: bundle, report, refusal to
+overwrite, progress events, and the bundle scoring through the engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from xrayscreen.cli import main
+from xrayscreen.model.bundle import META, WEIGHTS, load_bundle
+
+TINY = [
+    "--epochs", "2", "--window", "32", "--stride", "16", "--ngf", "8", "--ndf", "8",
+    "--nz", "8", "--batch-size", "16", "--longer-side", "128", "--val-fraction", "0.34",
+    "--threads", "1", "--device", "cpu", "--quiet",
+]  # fmt: skip
+
+
+def make_bags(folder: Path, n: int = 6, seed: int = 0) -> Path:
+    """Small bag-like pictures: white belt, a coloured case, a few blobs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = 120 + 10 * i, 160
+        im = np.full((h, w, 3), 245, np.uint8)
+        cv2.rectangle(im, (20, 20), (140, h - 20), (int(rng.integers(60, 200)), 140, 60), -1)
+        for _ in range(5):
+            c = tuple(int(v) for v in rng.integers(0, 255, 3))
+            centre = (int(rng.integers(30, 130)), int(rng.integers(30, h - 30)))
+            cv2.circle(im, centre, int(rng.integers(5, 20)), c, -1)
+        cv2.imwrite(str(folder / f"bag{i}.png"), im)
+    return folder
+
+
+def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    assert main(["train", str(bags), "--out", str(out), *TINY]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scans"] == 6 and summary["val_windows"] > 0
+    b = load_bundle(out, with_discriminator=True)
+    assert b.discriminator is not None and b.calibration is not None
+    assert b.calibration.n_windows == summary["val_windows"]
+    assert b.input.window == 32 and b.input.scale.longer_side == 128
+    prov = b.provenance
+    assert prov["n_scans"] == 6 and len(prov["data_fingerprint"]) == 64 and prov["epochs"] == 2
+    assert b.training["config"]["lr"] == 2e-4
+    report = json.loads((out / "training_report.json").read_text())
+    assert len(report["history"]) == 2 and report["kept_epoch"] == 2
+    assert not set(report["train_scans"]) & set(report["val_scans"])
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # Checkpoints are cleaned up after success; nothing else left beside the bundle.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "normal"]
+
+    # The trained bundle scores a scan through the engine.
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    res = ScoringEngine(b, "cpu").score_scan_sync(open_scan(bags / "bag0.png"))
+    assert res is not None and np.isfinite(res.window_scores).all()
+
+    # A second run into the same folder is refused and leaves the bundle untouched.
+    before = (out / WEIGHTS).read_bytes(), (out / META).read_text()
+    assert main(["train", str(bags), "--out", str(out), *TINY]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert ((out / WEIGHTS).read_bytes(), (out / META).read_text()) == before
+
+
+def test_api_streams_progress_and_keeps_best_val(tmp_path):
+    from xrayscreen.training import TrainConfig, iter_train
+
+    bags = make_bags(tmp_path / "normal", n=5, seed=1)
+    cfg = TrainConfig(
+        window=32,
+        stride=16,
+        ngf=8,
+        ndf=8,
+        nz=8,
+        batch_size=16,
+        longer_side=128,
+        epochs=3,
+        val_fraction=0.4,
+        device="cpu",
+        threads=1,
+        keep="best_val",
+        half_weights=True,
+    )
+    events = list(iter_train(cfg, [bags], tmp_path / "m"))
+    phases = [e.phase for e in events]
+    assert phases[0] == "loading" and phases[-1] == "done"
+    assert {"train", "validate", "calibrate", "saving"} <= set(phases)
+    steps = [e for e in events if e.phase == "train"]
+    assert steps[-1].epoch == 3 and steps[-1].step == steps[-1].steps_per_epoch
+    assert all(e.eta_s is not None and e.eta_s >= 0 for e in steps)
+    res = events[-1].result
+    hist = res.history
+    best = min(range(3), key=lambda i: hist[i]["val_loss"]) + 1
+    assert res.kept_epoch == best
+    meta = json.loads((tmp_path / "m" / META).read_text())
+    assert meta["weights"]["dtype"] == "float16" and meta["training"]["kept_epoch"] == best
+
+
+def test_cli_missing_folder_is_a_clean_error(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m"), *TINY]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "m")])  # no sources: argparse error
