@@ -35,6 +35,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -357,9 +358,15 @@ def run_warmup(job: RetrainJob, emit: Emitter, steps: int) -> int:
         trainer.train_step(x, 0, i)
         if i:  # the first step pays one-off allocations
             times.append(time.perf_counter() - t)
-    step_s = sum(times) / max(len(times), 1)
+    step_s = statistics.median(times) if times else 0.0  # robust to one slow step
     n_scans = len(job.sources)
-    train_windows = per_scan * n_scans * (1.0 - cfg.val_fraction)
+    # The training module holds out max(min_val_scans, round(val_fraction * n)) scans.
+    n_val = 0
+    if cfg.val_fraction > 0 and n_scans >= 2:
+        n_val = min(
+            n_scans - 1, max(cfg.min_val_scans, math.floor(cfg.val_fraction * n_scans + 0.5))
+        )
+    train_windows = per_scan * max(n_scans - n_val, 1)
     spe = max(1, math.ceil(train_windows / cfg.batch_size))
     total = load_s * n_scans + step_s * spe * cfg.epochs
     emit(

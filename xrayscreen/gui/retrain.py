@@ -920,7 +920,10 @@ class RetrainDialog(QDialog):
         job = rw.RetrainJob(
             job_dir=str(self._estimate_dir),
             config=self.train_config(),
-            sources=[str(p) for p in self.pool.paths()],
+            # the scans the run would train on (the hold-out is not trained on)
+            sources=[
+                str(i.path) for i in self.pool.split_holdout(self.holdout.value() / 100.0).train
+            ],
             threads=int(self.threads.value()),
         )
         job.save()
@@ -931,7 +934,7 @@ class RetrainDialog(QDialog):
         proc.finished.connect(self._estimate_finished)
         self.estimate_label.setText("Timing a few training steps…")
         self._set_state("estimating")
-        args = [*rw.worker_command(self._estimate_dir / rw.JOB), "--warmup", "3"]
+        args = [*rw.worker_command(self._estimate_dir / rw.JOB), "--warmup", "6"]
         proc.start(sys.executable, args)
         return True
 
