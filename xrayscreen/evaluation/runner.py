@@ -6,7 +6,8 @@ of benign bags, (b) non-belt threat-free windows of the threat bags. ROC AUC per
 class and overall, and the detection rate at a 1 % window false-alarm rate.
 
 Bag level: a bag's score is the peak of its heat map (the scorer's map, or the
-window scores folded by overlap mean with belt windows at the scan's minimum).
+window scores folded by overlap mean with belt windows at the scan's minimum,
+kept exactly as stride-sized cells, see :mod:`xrayscreen.evaluation.heat`).
 ROC AUC of threat bags (all, annotated or not) vs benign bags; the operating table
 sets thresholds at benign-bag alarm rates and reports the share of threat bags
 with an alarm *overlapping the threat* (peak of the heat map inside the boxes /
@@ -23,13 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, PreparedScan
+from xrayscreen.evaluation.heat import HeatMap, cell_mean
 from xrayscreen.evaluation.metrics import detection_at_far, roc_auc, roc_curve
 from xrayscreen.evaluation.scorers import KindScores, Scorer
-from xrayscreen.inference.windows import fold_mean
 
 POOLS = ("a", "b")
 POOL_TEXT = {
@@ -53,7 +53,7 @@ class _KindAcc:
     bag_out: dict[str, float] = field(default_factory=dict)  # peak outside the threat
     pix_scores: list[np.ndarray] = field(default_factory=list)
     pix_truth: list[np.ndarray] = field(default_factory=list)
-    heat_small: dict[str, np.ndarray] = field(default_factory=dict)
+    heat_small: dict[str, HeatMap] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,23 +62,23 @@ class Evaluation:
 
     summary: dict[str, Any]
     curves: dict[str, dict[str, Any]]
-    heat_small: dict[str, dict[str, np.ndarray]]
+    heat_small: dict[str, dict[str, HeatMap]]
     montage_kind: str | None
     bags: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
-def heat_map(scores: KindScores, scan: PreparedScan) -> np.ndarray:
+def heat_map(scores: KindScores, scan: PreparedScan) -> HeatMap:
     """The heat map of a kind on a scan (scorer's own, else folded window scores)."""
     if scores.heat is not None:
         h = np.asarray(scores.heat, dtype=np.float64)
         if h.shape != scan.shape:
             raise ValueError(f"heat map {h.shape} != protocol image {scan.shape}")
-        return h
+        return HeatMap(h, 1, scan.shape)
     w = np.asarray(scores.window, dtype=np.float64).copy()
     belt = scan.labels.belt
     if belt.any() and (~belt).any():
         w[belt] = w[~belt].min()  # background scores as normal, like the engine
-    return fold_mean(torch.from_numpy(w), scan.grid).numpy().astype(np.float64)
+    return cell_mean(w, scan.grid)
 
 
 def evaluate(
@@ -139,17 +139,17 @@ def evaluate(
                 elif scan.kind == BENIGN:
                     acc.neg["a"].append(w[lab.negatives])
                 heat = heat_map(ks, scan)
-                acc.bag_peak[scan.name] = float(heat.max())
+                acc.bag_peak[scan.name] = heat.peak()
                 if threat_px is not None and threat_px.any():
-                    acc.bag_hit[scan.name] = float(heat[threat_px].max())
-                    if not threat_px.all():
-                        acc.bag_out[scan.name] = float(heat[~threat_px].max())
+                    acc.bag_hit[scan.name] = heat.peak_where(threat_px)
+                    out = heat.peak_where(~threat_px)
+                    if out is not None:
+                        acc.bag_out[scan.name] = out
                 if mask_truth is not None:
-                    acc.pix_scores.append(heat.ravel().astype(np.float32))
+                    acc.pix_scores.append(heat.full().ravel().astype(np.float32))
                     acc.pix_truth.append(mask_truth.ravel())
                 if k == montage_kind:
-                    d = MONTAGE_DOWNSAMPLE
-                    acc.heat_small[scan.name] = heat[::d, ::d].astype(np.float16)
+                    acc.heat_small[scan.name] = _small(heat)
         scan.release()
     wall = time.perf_counter() - t0
     summary, curves = _figures(dataset, kinds, far)
@@ -169,6 +169,14 @@ def evaluate(
         montage_kind=montage_kind,
         bags=bags,
     )
+
+
+def _small(heat: HeatMap) -> HeatMap:
+    """A display copy for the montage (float16; per-pixel maps at half resolution)."""
+    if heat.cell > 1:
+        return HeatMap(heat.values.astype(np.float16), heat.cell, heat.shape)
+    d = MONTAGE_DOWNSAMPLE
+    return HeatMap(heat.values[::d, ::d].astype(np.float16), d, heat.shape)
 
 
 def _cat(xs: list[np.ndarray], dtype: Any = np.float64) -> np.ndarray:

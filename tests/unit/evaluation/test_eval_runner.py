@@ -15,9 +15,9 @@ H, W = 240, 320  # longer side 320 -> resized to 800 (factor 2.5)
 
 
 def _bag(rng, dark: float) -> np.ndarray:
-    """A grey bag on white belt: a darker rectangle in the middle."""
+    """A grey bag on white belt (most windows are belt: keeps the tests fast)."""
     img = np.full((H, W, 3), 250, np.uint8)
-    img[20:220, 20:300] = rng.integers(90, 160, (200, 280, 3), dtype=np.uint8)
+    img[60:180, 80:260] = rng.integers(90, 160, (120, 180, 3), dtype=np.uint8)
     return img
 
 
@@ -31,10 +31,10 @@ def make_folder(tmp_path, n_benign=3, n_threat=3, seed=0):
         cv2.imwrite(str(normal / f"N{i}.png"), _bag(rng, 0)[:, :, ::-1])
     for i in range(n_threat):
         img = _bag(rng, 0)
-        img[60:140, 80:200] = 10  # the threat: a black rectangle
+        img[90:150, 120:200] = 10  # the threat: a black rectangle
         cv2.imwrite(str(threat / f"P{i}.png"), img[:, :, ::-1])
         cls = i % 2
-        cx, cy, bw, bh = 140 / W, 100 / H, 120 / W, 80 / H
+        cx, cy, bw, bh = 160 / W, 120 / H, 80 / W, 60 / H
         (labels / f"P{i}.txt").write_text(f"{cls} {cx} {cy} {bw} {bh}\n")
     return normal, threat, labels
 
@@ -113,7 +113,7 @@ def test_scans_are_resized_to_the_protocol_scale(dataset):
     s = dataset.scans[0]
     assert max(s.shape) == 800 and s.shape == (600, 800)
     box = dataset.of_kind("threat")[0].annotation.boxes[0]
-    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((200, 150, 500, 350))
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((300, 225, 500, 375))
 
 
 def test_corrupt_scan_is_skipped_and_unannotated_threat_counts_at_bag_level(tmp_path):
