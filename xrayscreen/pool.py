@@ -275,13 +275,30 @@ def scan_identity(path: str | os.PathLike[str]) -> tuple[str, Path]:
     return h.hexdigest(), Path(pair[0])
 
 
+# (path, size, mtime_ns) -> sha256: changing a filter in the dialog re-reads nothing.
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE_MAX = 200_000
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, streamed (the scan identity of single-file scans)."""
+    """sha256 of a file's bytes, streamed (the scan identity of single-file scans).
+
+    Cached per process by path, size and modification time, so a file that changes
+    is hashed again.
+    """
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    cached = _HASH_CACHE.get(key)
+    if cached is not None:
+        return cached
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
+    if len(_HASH_CACHE) >= _HASH_CACHE_MAX:
+        _HASH_CACHE.clear()
+    _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
 
 
 def data_fingerprint(hashes: Iterable[str]) -> str:

@@ -9,10 +9,10 @@ from xrayscreen.errors import ConfigError
 from xrayscreen.pool import LogFilter, NormalPool, build_pool, data_fingerprint, file_sha256
 
 
-def _png(path, seed):
+def _png(path, seed, h=20):
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
+    cv2.imwrite(str(path), rng.integers(0, 255, (h, 24, 3), dtype=np.uint8))
     return path
 
 
@@ -81,7 +81,7 @@ def test_log_and_folder_dedupe_missing_and_changed_files(tmp_path, scans):
     gone.unlink()
     changed = _png(tmp_path / "changed.png", 51)
     _decide(log, changed, "Clear")
-    _png(changed, 52)  # overwritten with another image after the verdict
+    _png(changed, 52, h=22)  # overwritten with another image after the verdict
     pool = build_pool([tmp_path / "scans"], log)
     assert len(pool) == 8
     assert pool.counts.from_folders == 8 and pool.counts.from_log == 0
