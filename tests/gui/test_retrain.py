@@ -293,3 +293,51 @@ def test_time_estimate_from_warmup(qtbot, bags):
     assert ev["total_s"] >= ev["step_s"] * ev["steps_per_epoch"] * ev["epochs"]
     assert "on this machine" in dlg.estimate_label.text()
     assert dlg.state == "idle"
+
+
+def test_reopened_dialog_offers_result_of_a_background_run(qtbot, tiny_bundle_dir, tmp_path):
+    """A run that finished after the app closed: its comparison card comes back."""
+    from xrayscreen.gui.retrain import RetrainDialog
+    from xrayscreen.retrain_eval import Comparison, ModelEvaluation
+
+    reg = Registry()
+    mid = reg.register(tiny_bundle_dir).model_id
+    job = rw.RetrainJob(
+        job_dir=str(rw.new_job_dir(reg.root.parent / "retrain")), config={}, sources=[]
+    )
+    job.save()
+    ev = ModelEvaluation(mid, 2.0, 4, 0.25, [1.0, 3.0, 0.5, 1.5], "fp")
+    emit = rw.Emitter(None, job.dir)
+    emit("started", pid=999999, job=job.job_dir, resume=False, epochs=1)
+    emit("evaluation", comparison=Comparison(ev, None).to_dict())
+    emit("registered", model_id=mid, path=str(reg.root / mid))
+    emit("done")
+    (job.dir / rw.PID).write_text("999999")  # long gone
+    dlg = RetrainDialog(None, reg)
+    qtbot.addWidget(dlg)
+    assert dlg.state == "finished" and dlg.new_model_id == mid
+    assert dlg.card is not None and "25.0 %" in dlg.card.cells[("far", "new")].text()
+    dlg.card.discard_button.click()
+    assert reg.list(include_default=False) == []
+    assert json.loads((job.dir / "decision.json").read_text())["action"] == "discarded"
+    again = RetrainDialog(None, reg)  # decided: not offered again
+    qtbot.addWidget(again)
+    assert again.state == "idle" and again.card is None
+
+
+def test_reopened_dialog_offers_resume_of_an_interrupted_run(qtbot):
+    from xrayscreen.gui.retrain import RetrainDialog
+
+    reg = Registry()
+    job = rw.RetrainJob(
+        job_dir=str(rw.new_job_dir(reg.root.parent / "retrain")), config={}, sources=[]
+    )
+    job.save()
+    (job.dir / rw.WORK).mkdir()
+    (job.dir / rw.WORK / "latest.json").write_text(
+        json.dumps({"checkpoint": "epoch-0003", "epoch": 3})
+    )
+    dlg = RetrainDialog(None, reg)
+    qtbot.addWidget(dlg)
+    assert dlg.state == "cancelled" and dlg.resume_button.isEnabled()
+    assert "epoch 3" in dlg.status_label.text()
