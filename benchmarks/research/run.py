@@ -252,6 +252,7 @@ def score_split(netg, netd, names, rep, stride, pool):
         s["label"] = bw.label
         s["cls"] = bw.cls
         s["bag"] = np.full(len(bw.label), n)
+        s["oy"], s["ox"] = bw.origins[:, 0], bw.origins[:, 1]
         s["pool"] = np.full(len(bw.label), pool)
         rows.append(s)
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}

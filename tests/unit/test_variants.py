@@ -171,3 +171,46 @@ def test_uncalibrated_density_kind_is_a_readable_error():
         score_kinds.get("density_conditional")(
             torch.zeros(1, 3, 8, 8), _outputs(torch.zeros(1, 3, 8, 8)), {}
         )
+
+
+# -- research trainer ------------------------------------------------------------------------
+from xrayscreen.model.variants import UNetGenerator as _UNet  # noqa: E402
+from xrayscreen.training.config import TrainConfig  # noqa: E402
+from xrayscreen.training.research import ResearchTrainer, trainer_for  # noqa: E402
+
+
+def _tcfg(**research) -> TrainConfig:
+    return TrainConfig(window=16, stride=8, ngf=8, ndf=8, nz=8, batch_size=4, research=research)
+
+
+def test_plain_config_gets_the_plain_trainer():
+    tr = trainer_for(_tcfg(), torch.device("cpu"))
+    assert type(tr).__name__ == "GanomalyTrainer"
+
+
+def test_research_trainer_hinge_unet_ttur_step():
+    tr = trainer_for(
+        _tcfg(d_loss="hinge", generator="unet", skip_max_res=4, lr_d=4e-4, lr_g=1e-4),
+        torch.device("cpu"),
+    )
+    assert isinstance(tr, ResearchTrainer) and isinstance(tr.netg, _UNet)
+    assert tr.model_config.extras["generator"] == "unet"
+    assert tr.opt_d.param_groups[0]["lr"] == 4e-4 and tr.opt_g.param_groups[0]["lr"] == 1e-4
+    losses = tr.train_step(torch.rand(4, 3, 16, 16) * 2 - 1, 0, 0)
+    assert np.isfinite(losses["d"]) and losses["d"] >= 0.0
+
+
+def test_stuck_discriminator_is_reset_only_when_asked():
+    for flag, expected in ((False, 0), (True, 1)):
+        tr = ResearchTrainer(_tcfg(reset_stuck=flag, stuck_steps=10), torch.device("cpu"))
+        before = [p.detach().clone() for p in tr.netd.parameters()]
+        for step in range(10):
+            tr.maybe_reset_d(0.6931, 0, step)  # a constant loss: D gives no gradient
+        assert tr.d_resets == expected
+        changed = any(not torch.equal(a, b) for a, b in zip(before, tr.netd.parameters()))
+        assert changed == bool(expected)
+
+
+def test_unknown_research_option_is_refused():
+    with pytest.raises(ConfigError, match="unknown research"):
+        ResearchTrainer(_tcfg(d_los="hinge"), torch.device("cpu"))
