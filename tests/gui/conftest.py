@@ -101,10 +101,11 @@ def window(qtbot, tiny_bundle, errors):
 
 
 def wait_scored(qtbot, win, timeout=60000):
-    """Wait until the current scan's scoring has finished."""
-    qtbot.waitUntil(
-        lambda: (
-            not win.scoring and win.result is not None and getattr(win.result, "complete", True)
-        ),
-        timeout=timeout,
+    """Wait until the current scan's scoring has ended; fail with the error dialogs seen."""
+    qtbot.waitUntil(lambda: not win.scoring, timeout=timeout)
+    from PySide6.QtWidgets import QMessageBox
+
+    seen = getattr(QMessageBox.critical, "__self__", None)
+    assert win.result is not None and getattr(win.result, "complete", True), (
+        f"scoring ended without a result: {win.message_label.text()!r} {seen}"
     )

@@ -23,40 +23,50 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def test_run_opens_demo_scores_and_saves_screenshot(qtbot, tiny_bundle_dir, tmp_path, errors):
+def test_launch_opens_demo_scores_and_saves_screenshot(qtbot, tiny_bundle_dir, tmp_path, errors):
     shot, timing = tmp_path / "shot.png", tmp_path / "t.json"
-    rc = app.run(
+    launched = app.launch(
         _args(
             "--model",
             str(tiny_bundle_dir),
             "--screenshot",
             str(shot),
-            "--exit-after-scoring",
             "--timing-json",
             str(timing),
             "--size",
             "1000x700",
-            "--timeout",
-            "120",
         )
     )
-    assert rc == 0, errors
-    img = cv2.imread(str(shot))
-    assert img is not None and img.shape[:2] == (700, 1000)
-    t = json.loads(timing.read_text())
-    assert 0 < t["first_heat_map_s"] <= t["scored_s"]
-    assert errors == []
+    win = launched.window
+    qtbot.addWidget(win)
+    try:
+        assert win.scan is not None and win.scan.name.startswith("demo_")  # the bundled demo
+        qtbot.waitUntil(timing.is_file, timeout=90000)
+        img = cv2.imread(str(shot))
+        assert img is not None and img.shape[:2] == (700, 1000)
+        t = json.loads(timing.read_text())
+        assert 0 < t["first_heat_map_s"] <= t["scored_s"]
+        assert t["model_id"] == win.bundle.model_id
+        assert launched.state["rc"] == 0 and errors == []
+    finally:
+        win.close()
 
 
-def test_run_without_model_still_opens(qtbot, tmp_path, errors, monkeypatch):
+def test_launch_without_model_still_opens(qtbot, tmp_path, errors, monkeypatch):
     from xrayscreen.gui import backend
 
     monkeypatch.setattr(backend, "active_bundle_path", lambda: None)
-    shot = tmp_path / "shot.png"
-    rc = app.run(_args("--screenshot", str(shot), "--exit-after-scoring", "--size", "800x600"))
-    assert rc == 1  # nothing could be scored: reported, not crashed
-    assert cv2.imread(str(shot)) is not None
-    assert errors == []
+    launched = app.launch(_args("--size", "800x600"))
+    win = launched.window
+    qtbot.addWidget(win)
+    try:
+        assert win.bundle is None and win.model_label.text() == "no model"
+        assert "No model" in win.message_label.text()
+        assert win.scan is not None  # the demo scan is still shown
+        assert not win.view.scan_item.pixmap().isNull()
+        assert errors == []
+    finally:
+        win.close()
 
 
 def _start_xvfb():

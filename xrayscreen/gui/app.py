@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Launched(NamedTuple):
+    """What :func:`launch` set up: the application, its window, timings and exit state."""
+
+    app: Any
+    window: Any
+    timings: dict[str, Any]
+    state: dict[str, int]
+
+
 def run(args: argparse.Namespace) -> int:
+    """Open the workstation and run the event loop until it closes."""
+    launched = launch(args)
+    rc = launched.app.exec()
+    return launched.state["rc"] or int(rc)
+
+
+def launch(args: argparse.Namespace) -> Launched:
+    """Create the window, load the model, open the scan; everything but the event loop.
+
+    Separate from :func:`run` so tests can drive a launched window in-process (a
+    finished ``QApplication.exec()`` leaves Qt unable to run timers in that process).
+    """
     t_launch = time.perf_counter()
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -134,5 +156,4 @@ def run(args: argparse.Namespace) -> int:
                 finish()
 
             QTimer.singleShot(int(args.timeout * 1000), give_up)
-    rc = app.exec()
-    return state["rc"] or int(rc)
+    return Launched(app, win, timings, state)

@@ -389,7 +389,10 @@ class MainWindow(QMainWindow):
             self.prefs.add_recent(source if isinstance(source, str) else "|".join(source))
             self._save_prefs()
         h, w = scan.shape
-        self.message(f"{scan.name}: {w}×{h} px, {getattr(scan.kind, 'value', scan.kind)}")
+        info = f"{scan.name}: {w}×{h} px, {getattr(scan.kind, 'value', scan.kind)}"
+        if self.bundle is None:
+            info += " - No model: viewing only (Model ▸ Load bundle…)"
+        self.message(info)
         self.scan_opened.emit(scan)
         if self.bundle is not None:
             self.score_current()
