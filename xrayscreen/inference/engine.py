@@ -44,8 +44,8 @@ from xrayscreen.inference import score_kinds
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.windows import (
     WindowGrid,
+    axis_counts,
     belt_mask,
-    coverage_counts,
     fold_max,
     fold_mean,
     fold_separable,
@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 CPU_DEFAULT_BATCH = 256  # measured: windows/s flat from 256 to 1024 on the 2-core AMX CPU
-STRIP_WINDOWS = 8192  # windows per strip: ~30 MB of model input for a 2000 px wide scan
+STRIP_WINDOWS = 8192  # at most this many windows per strip ...
+STRIP_PIXELS = 4_000_000  # ... and about this many padded pixels (~48 MB of fp32 RGB input)
 Cancel = threading.Event | Callable[[], bool] | None
 
 
@@ -407,7 +408,8 @@ class ScoringEngine:
         timings["resample_s"] = time.perf_counter() - t_start
 
         # Strips of whole window rows; pixel rows [r0*s, (r1-1)*s + win) of the padded image.
-        per = max(1, int(strip_windows) // max(cols, 1))
+        per_pixels = (STRIP_PIXELS // grid.padded_shape[1] - win) // s + 1
+        per = max(1, min(int(strip_windows) // max(cols, 1), per_pixels))
         strips = [(r0, min(rows, r0 + per)) for r0 in range(0, rows, per)]
 
         # Pass 1: empty-belt mask (cheap, uint8 -> grey per strip).
@@ -513,7 +515,11 @@ class ScoringEngine:
         if res_sum is not None:
             ph, pw = grid.padded_shape
             summed = res_sum.reshape(ph, pw)[: grid.height, : grid.width]
-            residual_map = (summed / coverage_counts(grid, summed.device)).cpu().numpy()
+            # Separable counts, divided in place: no full-size count map on huge scans.
+            cy, cx = axis_counts(grid, summed.device)
+            residual = summed / cy[:, None]
+            residual /= cx[None, :]
+            residual_map = residual.cpu().numpy()
         return ScanResult(
             window_origins=grid.origins(),
             window_scores=raw.cpu().numpy().copy(),

@@ -161,14 +161,23 @@ def _fold(scores: torch.Tensor, grid: WindowGrid, reduce: str) -> torch.Tensor:
     return full[: grid.height, : grid.width]
 
 
+def axis_counts(
+    grid: WindowGrid, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H,)`` and ``(W,)`` float32: window rows covering each pixel row, window
+    columns covering each pixel column. Their outer product is the coverage count."""
+    cy = _axis_counts(grid.rows, grid.stride, grid.window, grid.height, device)
+    cx = _axis_counts(grid.cols, grid.stride, grid.window, grid.width, device)
+    return cy, cx
+
+
 def coverage_counts(grid: WindowGrid, device: torch.device | str | None = None) -> torch.Tensor:
     """``(H, W)`` float32: how many windows cover each pixel of the unpadded image.
 
     The count is separable (rows covering y times columns covering x), so it costs
     two 1-D passes, whatever the stride.
     """
-    cy = _axis_counts(grid.rows, grid.stride, grid.window, grid.height, device)
-    cx = _axis_counts(grid.cols, grid.stride, grid.window, grid.width, device)
+    cy, cx = axis_counts(grid, device)
     return cy[:, None] * cx[None, :]
 
 
