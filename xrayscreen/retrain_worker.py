@@ -309,6 +309,7 @@ def _evaluate(job: RetrainJob, bundle_dir: Path, emit: Emitter, cancel: _Cancel)
         cmp = compare_models(
             new, active, job.holdout, job.threshold, tip_per_bag=job.tip_per_bag,
             stride=job.eval_stride, progress=progress, cancel=lambda: cancel.flag,
+            device=_eval_device(job),
         )  # fmt: skip
     except XrayscreenError as exc:
         emit("evaluation", comparison=None, message=f"evaluation failed: {exc}")
@@ -320,6 +321,16 @@ def _evaluate(job: RetrainJob, bundle_dir: Path, emit: Emitter, cancel: _Cancel)
     atomic_write_json(job.dir / COMPARISON, cmp.to_dict())
     emit("evaluation", comparison=cmp.to_dict())
     return cmp
+
+
+def _eval_device(job: RetrainJob) -> str:
+    """Score the comparison where training ran ("auto": CUDA when available)."""
+    dev = str(job.config.get("device", "auto"))
+    if dev == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return dev
 
 
 def run_warmup(job: RetrainJob, emit: Emitter, steps: int) -> int:

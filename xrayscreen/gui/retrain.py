@@ -477,6 +477,7 @@ class RetrainDialog(QDialog):
         self._fill_operators()
 
     def _fill_operators(self) -> None:
+        current = self.operator.currentData() if self.operator.count() else ""
         self.operator.blockSignals(True)
         self.operator.clear()
         self.operator.addItem("any operator", "")
@@ -485,6 +486,7 @@ class RetrainDialog(QDialog):
                 ops = sorted({d.operator_id for d in self.decision_log.query() if d.operator_id})
                 for op in ops:
                     self.operator.addItem(op, op)
+        self.operator.setCurrentIndex(max(0, self.operator.findData(current)))
         self.operator.blockSignals(False)
 
     # ------------------------------------------------------------------ settings
@@ -1060,6 +1062,13 @@ class RetrainDialog(QDialog):
             self.process.kill()
             self.process.waitForFinished(5000)
         return True
+
+    def showEvent(self, event: Any) -> None:
+        # Decisions may have been logged since the dialog was last open.
+        if not self.is_running() and self.state not in ("finished",):
+            self._fill_operators()
+            self.rebuild_pool()
+        super().showEvent(event)
 
     def closeEvent(self, event: Any) -> None:
         # Closing the dialog only hides it; training and its progress carry on.
