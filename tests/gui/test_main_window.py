@@ -267,3 +267,40 @@ def test_without_model_the_window_views_scans(qtbot, errors, scan_folder, monkey
     assert not win.view.scan_item.pixmap().isNull()
     assert errors == []
     win.close()
+
+
+def test_residual_view_changes_overlay_not_regions(qtbot, window, scan_folder):
+    window.open_path(scan_folder / "a_bag.png")
+    wait_scored(qtbot, window)
+    assert window.result.residual_map is not None
+    window.threshold = float(np.percentile(window.heat, 95))
+    boxes = [r.box if hasattr(r, "box") else None for r in window.regions]
+    latent_img = window.view.heat_item.pixmap().toImage()
+    window.heat_panel.kind.setCurrentIndex(window.heat_panel.kind.findData("residual"))
+    assert window.overlay is not None and not window.overlay.thresholded
+    assert window.view.heat_item.pixmap().toImage() != latent_img
+    assert [r.box if hasattr(r, "box") else None for r in window.regions] == boxes
+    # Heat map off hides the overlay item; frames stay.
+    qtbot.keyClick(window.view, Qt.Key.Key_H)
+    assert not window.view.heat_item.isVisible() and not window.heat_panel.visible.isChecked()
+
+
+def test_geometry_and_preferences_persist_in_isolated_home(
+    qtbot, tiny_bundle, errors, _isolated_home
+):
+    from xrayscreen.gui.main_window import MainWindow
+    from xrayscreen.settings import load_preferences
+
+    win = MainWindow(tiny_bundle)
+    qtbot.addWidget(win)
+    win.resize(777, 555)
+    win.show()
+    win.heat_panel.colour_map.setCurrentText("viridis")
+    win.close()
+    assert (_isolated_home / "config" / "window.ini").is_file()
+    assert load_preferences().colour_map == "viridis"
+    again = MainWindow(tiny_bundle)
+    qtbot.addWidget(again)
+    assert (again.width(), again.height()) == (777, 555)
+    assert again.heat_panel.colour_map.currentText() == "viridis"
+    again.close()
