@@ -304,3 +304,23 @@ def test_geometry_and_preferences_persist_in_isolated_home(
     assert (again.width(), again.height()) == (777, 555)
     assert again.heat_panel.colour_map.currentText() == "viridis"
     again.close()
+
+
+def test_thousands_of_threshold_moves_do_not_abort(qtbot, window, scan_folder):
+    # PySide6 6.12 + CPython 3.11 leaks a None reference per void Qt call; without the
+    # guard a long session of slider moves aborts the interpreter (none_dealloc).
+    import sys
+
+    window.open_path(scan_folder / "a_bag.png")
+    wait_scored(qtbot, window)
+    before = sys.getrefcount(None)
+    lo, hi = float(np.percentile(window.heat, 50)), float(window.heat.max())
+    for t in np.linspace(lo, hi, 400):
+        window.threshold = float(t)
+    assert window.regions == [] or window.regions[0].peak >= hi - 1e-6
+    from xrayscreen.gui.pyside_refcount import none_leaks_per_call
+
+    if none_leaks_per_call() > 0.5:  # the buggy bindings: the guard must be in place
+        assert sys.getrefcount(None) > 2**39
+    else:
+        assert sys.getrefcount(None) >= before - 10

@@ -73,8 +73,9 @@ def launch(args: argparse.Namespace) -> Launched:
     from PySide6.QtWidgets import QApplication
 
     from xrayscreen.gui.dialogs import install_excepthook
-    from xrayscreen.gui.main_window import MainWindow
+    from xrayscreen.gui.main_window import MainWindow, _guard_pyside
 
+    _guard_pyside()  # before the first Qt call (see xrayscreen.gui.pyside_refcount)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("xrayscreen")
     app.setOrganizationName("xrayscreen")

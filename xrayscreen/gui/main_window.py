@@ -58,6 +58,16 @@ MIN_REGION_AREA = 16  # working-scale pixels; smaller specks are noise, not a fr
 MAX_REGION_PIXELS = 500_000
 
 
+def _guard_pyside() -> None:
+    # PySide6 6.12 on CPython 3.11 loses a reference to None on every void Qt call;
+    # a session of threshold moves would abort the interpreter (see pyside_refcount).
+    try:
+        from xrayscreen.gui.pyside_refcount import guard_none_refcount
+    except ImportError:
+        return
+    guard_none_refcount()
+
+
 def geometry_settings() -> QSettings:
     """Window geometry only, in an INI file under the per-user config dir (XRAYSCREEN_HOME in tests)."""
     return QSettings(str(paths.config_dir() / "window.ini"), QSettings.Format.IniFormat)
@@ -81,6 +91,7 @@ class MainWindow(QMainWindow):
         prefs: Preferences | None = None,
         decision_log: DecisionLog | None = None,
     ) -> None:
+        _guard_pyside()
         super().__init__()
         self.setWindowTitle(APP_TITLE)
         self.setAcceptDrops(True)
