@@ -87,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag, None)
         if value is not None:
             base[name] = value
+    if args.window is not None and args.stride is None and not args.config:
+        base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:
         base["bf16"] = True
     if args.half:
