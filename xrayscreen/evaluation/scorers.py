@@ -30,7 +30,7 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference.windows import extract_windows, fold_mean
+from xrayscreen.inference.windows import WindowGrid, fold_mean
 
 
 @dataclass
@@ -184,9 +184,11 @@ class ModelScorer:
         padded = torch.empty((c, *grid.padded_shape), dtype=torch.float32)
         padded[:] = self._air[:, None, None]
         padded[:, : grid.height, : grid.width] = x
-        windows = extract_windows(padded.to(self.device), grid)
         keep = torch.from_numpy(~scan.labels.belt).to(self.device)
         idx = torch.nonzero(keep).flatten()
+        windows = torch.zeros((len(grid), c, grid.window, grid.window), device=self.device)
+        if len(idx):
+            windows[idx] = _gather(padded.to(self.device), grid, idx)
         net = self.bundle.generator.to(self.device).eval()
         kinds = [k for k in self.kinds if k != "residual_pixels"]
         want_pix = "residual_pixels" in self.kinds
@@ -287,8 +289,7 @@ class EngineScorer:
         res_max = torch.zeros(n)
         pix = torch.zeros((n, grid.window, grid.window))
         if len(idx):
-            windows = extract_windows(padded, grid)[idx]
-            out = self.engine.score_windows(windows, residual=True)
+            out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
             raw[idx] = out.latent.float().cpu()
             r = out.residual.float().cpu()
             pix[idx] = r
@@ -308,6 +309,14 @@ class EngineScorer:
             )
         result["residual_max"] = KindScores(res_max.numpy().astype(np.float64))
         return result
+
+
+def _gather(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:
+    """Windows ``idx`` (row-major grid indices) of a padded ``(C, H, W)`` image as
+    ``(n, C, win, win)``: one copy of just those windows, not of the whole grid."""
+    win, s = grid.window, grid.stride
+    view = padded.unfold(1, win, s).unfold(2, win, s)  # (C, rows, cols, win, win)
+    return view[:, idx // grid.cols, idx % grid.cols].permute(1, 0, 2, 3)
 
 
 def _with_scale(bundle: Any, scale: WorkingScale) -> Any:
