@@ -121,25 +121,32 @@ def bench_threshold(model: str | None, repeats: int) -> dict:
         win._set_result(res)
         app.processEvents()
         ts = np.linspace(float(np.percentile(heat, 60)), float(heat.max()), 40)
-        times, apply_times, n_regions = [], [], []
+        times, cpu_times, apply_times, n_regions = [], [], [], []
         for _ in range(repeats):
             for t in ts:
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 win.threshold = float(t)  # what the slider's (throttled) signal runs
                 win.view.viewport().repaint()
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.thread_time() - c0)
                 apply_times.append(win.last_redraw_s)
                 n_regions.append(len(win.regions))
         ms = np.asarray(times) * 1000
+        cpu_ms = np.asarray(cpu_times) * 1000
         results[label] = {
             "heat_map_px": [h, w],
             "redraws": len(times),
             "redraw_with_paint_ms_median": round(float(np.median(ms)), 2),
             "redraw_with_paint_ms_p95": round(float(np.percentile(ms, 95)), 2),
             "redraw_with_paint_ms_max": round(float(ms.max()), 2),
+            # CPU time of the GUI thread per redraw: what the redraw costs on an idle
+            # core, unlike wall time, which on a shared machine includes waiting.
+            "redraw_gui_thread_cpu_ms_median": round(float(np.median(cpu_ms)), 2),
+            "redraw_gui_thread_cpu_ms_p95": round(float(np.percentile(cpu_ms, 95)), 2),
             "threshold_apply_ms_median": round(statistics.median(apply_times) * 1000, 2),
             "regions_min_max": [min(n_regions), max(n_regions)],
-            "within_16ms_fraction": round(float(np.mean(ms <= 16.0)), 3),
+            "within_16ms_fraction_wall": round(float(np.mean(ms <= 16.0)), 3),
+            "within_16ms_fraction_cpu": round(float(np.mean(cpu_ms <= 16.0)), 3),
         }
     if hook is not None:
         hook.remove()
@@ -160,6 +167,7 @@ def main() -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     report = {
         "benchmark": "gui",
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -169,6 +177,7 @@ def main() -> int:
     if not args.skip_launch:
         report["launch"] = bench_launch(args.model, args.launch_runs)
     report["threshold_redraw_2000x1500_scan"] = bench_threshold(args.model, args.repeats)
+    report["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=1))
     return 0
 

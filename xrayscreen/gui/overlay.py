@@ -14,7 +14,7 @@ from PySide6.QtGui import QImage, QPixmap
 
 # Overlay pixels beyond this many are not worth drawing: heat maps are built from
 # windows at a stride of >= 8 px, so a coarser overlay loses no detail.
-MAX_OVERLAY_PIXELS = 1_000_000
+MAX_OVERLAY_PIXELS = 500_000
 COLOUR_MAPS = ("inferno", "magma", "turbo", "jet", "hot", "viridis")
 # Below the threshold the heat stays visible but faint, so operators see context
 # without it competing with the alarm.
