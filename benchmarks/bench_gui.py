@@ -59,6 +59,7 @@ def bench_launch(model: str | None, runs: int) -> dict:
             t = json.loads(timing.read_text())
             out.append(
                 {
+                    "process_to_window_shown_s": round(t["window_shown_epoch"] - t0, 3),
                     "process_to_first_heat_map_s": round(t["first_heat_map_epoch"] - t0, 3),
                     "process_to_scored_s": round(t["scored_epoch"] - t0, 3),
                     "in_app_first_heat_map_s": round(t["first_heat_map_s"], 3),

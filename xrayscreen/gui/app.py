@@ -128,13 +128,11 @@ def launch(args: argparse.Namespace) -> Launched:
     win.scoring_finished.connect(on_scored)
     win.show()
     timings["window_shown_s"] = time.perf_counter() - t_launch
+    timings["window_shown_epoch"] = time.time()
 
-    if args.model:
-        win.load_bundle_path(args.model)
-    else:
-        win.load_active_model()
-    if args.threshold is not None:
-        win.threshold = args.threshold
+    # Show the scan first and load the model from the event loop, so the window
+    # paints the bag while torch and the engine start up.
+    win.model_pending = True
     if args.pair:
         opened = win.open_pair(*args.pair)
     elif args.paths:
@@ -144,17 +142,27 @@ def launch(args: argparse.Namespace) -> Launched:
     else:
         opened = False
 
-    if args.exit_after_scoring:
-        if not opened or win.bundle is None:
-            # Nothing will be scored: take the screenshot now and report failure.
-            state["rc"] = 1
-            QTimer.singleShot(300, finish)
-        else:
-
-            def give_up() -> None:
-                print("timed out waiting for scoring", file=sys.stderr)
+    def load_model() -> None:
+        win.model_pending = False
+        loaded = win.load_bundle_path(args.model) if args.model else win.load_active_model()
+        timings["model_loaded_s"] = time.perf_counter() - t_launch
+        if args.threshold is not None:
+            win.threshold = args.threshold
+        if loaded and opened and not win.scoring and win.result is None:
+            win.score_current()
+        if args.exit_after_scoring:
+            if not opened or win.bundle is None:
+                # Nothing will be scored: take the screenshot now and report failure.
                 state["rc"] = 1
-                finish()
+                QTimer.singleShot(300, finish)
+            else:
 
-            QTimer.singleShot(int(args.timeout * 1000), give_up)
+                def give_up() -> None:
+                    print("timed out waiting for scoring", file=sys.stderr)
+                    state["rc"] = 1
+                    finish()
+
+                QTimer.singleShot(int(args.timeout * 1000), give_up)
+
+    QTimer.singleShot(0, load_model)
     return Launched(app, win, timings, state)

@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.overlay: HeatOverlay | None = None
         self.regions: list[Any] = []
         self.last_redraw_s = 0.0
+        self.model_pending = False  # set by the app while the model loads after the window shows
         self._job: ScoringJob | None = None
         self._jobs: set[ScoringJob] = set()
         self._progress_seen = 0
@@ -402,7 +403,11 @@ class MainWindow(QMainWindow):
         h, w = scan.shape
         info = f"{scan.name}: {w}×{h} px, {getattr(scan.kind, 'value', scan.kind)}"
         if self.bundle is None:
-            info += " - No model: viewing only (Model ▸ Load bundle…)"
+            info += (
+                " - loading the model…"
+                if self.model_pending
+                else " - No model: viewing only (Model ▸ Load bundle…)"
+            )
         self.message(info)
         self.scan_opened.emit(scan)
         if self.bundle is not None:
