@@ -38,3 +38,26 @@ def test_split_matches_the_real_folder(shared_data):
     for stem in splits._MASK_ONLY:
         assert not (d / "threat" / "labels_yolo" / f"{stem}.txt").exists()
         assert (d / "threat" / "masks" / f"{stem}.png").exists()
+
+
+def test_scan_lists_and_split_selection(tmp_path):
+    from pathlib import Path
+
+    import pytest
+
+    from xrayscreen.errors import ScanError
+    from xrayscreen.evaluation.dataset import list_scans
+
+    for name in ("N0000001.jpg", "N0000250.jpg", "P00031.jpg", "notes.md"):
+        (tmp_path / name).write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("# benign\nN0000250.jpg\n" + str(tmp_path / "P00031.jpg") + "  # threat\n")
+    assert list_scans([lst]) == [tmp_path / "N0000250.jpg", tmp_path / "P00031.jpg"]
+    found = list_scans([tmp_path])
+    assert [p.name for p in found] == ["N0000001.jpg", "N0000250.jpg", "P00031.jpg"]
+    test = splits.SPLITS["test"]
+    assert splits.select(found, test["benign"]) == [tmp_path / "N0000250.jpg"]
+    assert splits.select(found, test["threat"]) == []  # P00031 is a val bag
+    assert splits.select(found, splits.SPLITS["val"]["threat"]) == [Path(tmp_path / "P00031.jpg")]
+    with pytest.raises(ScanError, match="no such file"):
+        list_scans([tmp_path / "missing"])
