@@ -148,6 +148,10 @@ class TrainConfig:
             ndf=self.ndf,
             extra_layers=self.extra_layers,
             spectral_norm_d=self.spectral_norm_d,
+            # Generator variant (issue 7) goes into extras so bundles rebuild the right net.
+            extras={
+                k: self.research[k] for k in ("generator", "skip_max_res") if k in self.research
+            },
         )
 
     def loss_weights(self) -> LossWeights:

@@ -162,6 +162,10 @@ def iter_train(
                 "(thresholds will be optimistic); train on more scans"
             )
         # -- fit ------------------------------------------------------------------------
+        if trainer_factory is None and cfg.research:
+            from .research import ResearchTrainer  # hinge/TTUR/U-Net options (issue 7)
+
+            trainer_factory = ResearchTrainer
         trainer = trainer_factory(cfg, device, info) if trainer_factory else None
         outcome: list[FitOutcome] = []
         yield from iter_fit(

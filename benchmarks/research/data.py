@@ -110,7 +110,7 @@ def to_input(rgb: np.ndarray, representation: str) -> np.ndarray:
         x = -np.log(np.clip(x, 1.0 / 255.0, 1.0)) / np.log(255.0) * 2.0 - 1.0
     else:
         raise ValueError(representation)
-    return np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float32)
 
 
 @dataclass

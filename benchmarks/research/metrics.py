@@ -49,8 +49,9 @@ def score_kinds(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All score kinds of one run (GANomaly-only, density-conditional, combined, floors)."""
     calib = raw["pool"] == "calib"
     s: dict[str, np.ndarray] = {}
-    for k in ("latent", "rec_mean", "rec_max", "rec_pool", "dfeat"):
-        s[k] = raw[k].astype(np.float64)
+    for k in ("latent", "rec_mean", "rec_max", "rec_pool", "dfeat", "under_mean", "under_pool"):
+        if k in raw:
+            s[k] = raw[k].astype(np.float64)
     nb = raw["edge_hist"].shape[1] // 2
     sums, cnts = raw["edge_hist"][:, :nb], raw["edge_hist"][:, nb:]
     lut = sums[calib].sum(0) / np.maximum(cnts[calib].sum(0), 1)
@@ -64,11 +65,22 @@ def score_kinds(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s["latent"], s["latent"][calib]
     )
     dens = raw["maxdens"].astype(np.float64)
-    for k in ("latent", "rec_mean", "rec_pool", "dfeat", "edge_excess", "lat_plus_rec"):
-        s[f"cond_{k}"] = density_conditional(s[k], dens, calib)
+    for k in (
+        "latent",
+        "rec_mean",
+        "rec_pool",
+        "dfeat",
+        "edge_excess",
+        "lat_plus_rec",
+        "under_mean",
+        "under_pool",
+    ):
+        if k in s:
+            s[f"cond_{k}"] = density_conditional(s[k], dens, calib)
     zd = robust_z(dens, dens[calib])
-    for k in ("rec_pool", "edge_excess", "dfeat", "lat_plus_rec"):
-        s[f"combo_density+cond_{k}"] = zd + s[f"cond_{k}"]
+    for k in ("rec_pool", "edge_excess", "dfeat", "lat_plus_rec", "under_mean", "under_pool"):
+        if f"cond_{k}" in s:
+            s[f"combo_density+cond_{k}"] = zd + s[f"cond_{k}"]
     s["floor_maxdens"] = dens
     s["floor_meandark"] = raw["meandark"].astype(np.float64)
     s["floor_edge_sobel"] = raw["edgemean"].astype(np.float64)

@@ -205,13 +205,17 @@ def sobel_mag(grey: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def score_bag(netg, netd, bw: D.BagWindows, batch: int = 256) -> dict[str, np.ndarray]:
+def score_bag(
+    netg, netd, bw: D.BagWindows, rep: str = "rgb", batch: int = 256
+) -> dict[str, np.ndarray]:
     """Raw per-window quantities; residual maps are summarised, not kept."""
     out: dict[str, list] = {
         k: []
         for k in ("latent", "rec_mean", "rec_max", "rec_pool", "dfeat", "edge_hist", "maxdens")
     }
     out["meandark"] = []
+    out["under_mean"] = []
+    out["under_pool"] = []
     out["edgemean"] = []
     for i in range(0, len(bw.x), batch):
         x = bw.x[i : i + batch]
@@ -225,6 +229,12 @@ def score_bag(netg, netd, bw: D.BagWindows, batch: int = 256) -> dict[str, np.nd
         out["rec_mean"].append(r.mean((1, 2)))
         out["rec_max"].append(r.flatten(1).amax(1))
         out["rec_pool"].append(F.avg_pool2d(r[:, None], 8).flatten(1).amax(1))
+        # Signed residual: density the reconstruction does not explain (input denser than
+        # x_hat): darker in rgb, larger attenuation in rgb_attenuation.
+        d = x_hat.float() - x if rep == "rgb" else x - x_hat.float()
+        u = d.clamp_min(0).mean(1)
+        out["under_mean"].append(u.mean((1, 2)))
+        out["under_pool"].append(F.avg_pool2d(u[:, None], 8).flatten(1).amax(1))
         out["dfeat"].append((f_real.float() - f_fake.float()).pow(2).flatten(1).mean(1))
         e = sobel_mag(grey)
         # Residual by edge-strength bin: (n, NB) sums and counts, for the edge-excess score.
@@ -248,7 +258,7 @@ def score_split(netg, netd, names, rep, stride, pool):
     rows = []
     for n in names:
         bw = D.bag_windows(n, rep, stride)
-        s = score_bag(netg, netd, bw)
+        s = score_bag(netg, netd, bw, rep)
         s["label"] = bw.label
         s["cls"] = bw.cls
         s["bag"] = np.full(len(bw.label), n)

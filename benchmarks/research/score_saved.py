@@ -3,7 +3,7 @@
 Used once, for the chosen configuration, on the threat ``test`` split with benign pool (a)
 = the standard benign ``test`` block (stride 16, the protocol's)::
 
-    python benchmarks/research/score_saved.py --tag r2_stable_unet_s0 --split test --stride 16
+    python benchmarks/research/score_saved.py --tag r2_stable_unet_s0 --split test --stride 32
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", required=True)
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--stride", type=int, default=16)
-    p.add_argument("--calib-bags", type=int, default=20)
+    p.add_argument("--calib-bags", type=int, default=10)
+    p.add_argument("--a-bags", type=int, default=0, help="cap benign pool (a) bags (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", default=str(R.REPO / "runs" / "research.jsonl"))
     args = p.parse_args(argv)
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     sp = D.splits()
     threat = sp.val if args.split == "val" else sp.test
     benign = sp.eval_a if args.split == "val" else sp.test_a
+    benign = benign[: args.a_bags or None]
     t0 = time.time()
     parts = [
         R.score_split(netg, netd, sp.calib[: args.calib_bags], a.representation, 32, "calib"),
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         "threat_split": args.split,
         "benign_pool_a": "standard benign test block" if args.split == "test" else "val[20:]",
         "stride": args.stride,
+        "benign_bags": len(benign),
+        "threat_bags": len(threat),
         "eval_s": round(time.time() - t0, 1),
         "metrics": M.all_metrics(raw),
     }

@@ -214,3 +214,25 @@ def test_stuck_discriminator_is_reset_only_when_asked():
 def test_unknown_research_option_is_refused():
     with pytest.raises(ConfigError, match="unknown research"):
         ResearchTrainer(_tcfg(d_los="hinge"), torch.device("cpu"))
+
+
+def test_unet_bundle_roundtrip_rebuilds_the_variant(tmp_path):
+    from xrayscreen.model.bundle import InputSpec, ModelBundle, load_bundle, save_bundle
+    from xrayscreen.model.calibration import Calibration
+
+    cfg = _tcfg(generator="unet", skip_max_res=8).model_config()
+    assert cfg.extras == {"generator": "unet", "skip_max_res": 8}
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    b = ModelBundle(
+        config=cfg,
+        generator=g,
+        input=InputSpec(window=16),
+        calibration=Calibration.fit(np.random.default_rng(0).random(500)),
+    )
+    save_bundle(b, tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded.generator, _UNet)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded.generator.eval()(x).x_hat, g(x).x_hat, atol=1e-5)

@@ -37,8 +37,8 @@ from xrayscreen.model.ganomaly import (
     GANomalyConfig,
     Generator,
     build_discriminator,
-    build_generator,
 )
+from xrayscreen.model.variants import build_generator  # paper G, or the variant in extras
 
 FORMAT = "xrayscreen-bundle"
 FORMAT_VERSION = 1
