@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -118,7 +119,10 @@ def bench_threshold(model: str | None, repeats: int) -> dict:
     results = {}
     for label, (h, w) in {"working_800x600": (600, 800), "native_2000x1500": (1500, 2000)}.items():
         heat = synthetic_heat(h, w)
-        res = backend.FallbackResult(heat, None, w / 2000, (1500, 2000), "synthetic", "cpu")
+        # Only the fields the redraw reads (a ScanResult has more).
+        res = SimpleNamespace(
+            latent_map=heat, residual_map=None, scale_factor=w / 2000, complete=True
+        )
         win._set_result(res)
         app.processEvents()
         ts = np.linspace(float(np.percentile(heat, 60)), float(heat.max()), 40)

@@ -11,7 +11,6 @@ from conftest import wait_scored
 from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
-from xrayscreen.gui import backend
 from xrayscreen.gui.dialogs import DecisionLogDialog, install_excepthook, model_card_html, readable
 from xrayscreen.gui.main_window import MainWindow
 
@@ -136,10 +135,3 @@ def test_no_leaked_threads_or_widgets(qtbot, tiny_bundle, errors, scan_folder):
     assert not [w for w in QApplication.topLevelWidgets() if w.isVisible()]
     assert threading.active_count() <= threads_before
     assert errors == []
-
-
-def test_backend_uses_core_modules():
-    # The fallbacks exist only for a partial checkout; with the core present they are unused.
-    assert backend._CoreEngine is not None
-    assert backend._core_open_scan is not None
-    assert backend._core_extract_regions is not None
