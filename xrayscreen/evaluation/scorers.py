@@ -13,6 +13,7 @@ variants are compared on exactly the same windows and labels.
 * :class:`EngineScorer`: the product's scoring engine (bundle's own calibrated
   score and heat map, the residual and its window maximum) -- the default.
 * :class:`FunctionScorer`: wraps a plain function (tests, quick experiments).
+* :class:`Prefixed`: renames a scorer's kinds (two models in one pass).
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ class FunctionScorer:
 
     def score(self, scan: PreparedScan) -> dict[str, KindScores]:
         return {self.name: KindScores(np.asarray(self._fn(scan), dtype=np.float64))}
+
+
+class Prefixed:
+    """A scorer whose kinds are renamed ``prefix + kind``, so several models (or seeds)
+    can be evaluated side by side in one pass without their kind names colliding."""
+
+    def __init__(self, scorer: Scorer, prefix: str) -> None:
+        self.scorer = scorer
+        self.prefix = prefix
+        self.name = f"{prefix}{scorer.name}"
+        self.kinds = [prefix + k for k in scorer.kinds]
+
+    def score(self, scan: PreparedScan) -> dict[str, KindScores]:
+        return {self.prefix + k: v for k, v in self.scorer.score(scan).items()}
 
 
 def protocol_bundle(bundle: Any, settings_longer_side: int, window: int) -> Any:

@@ -130,3 +130,15 @@ def test_corrupt_scan_is_skipped_and_unannotated_threat_counts_at_bag_level(tmp_
     assert bags == {"benign": 2, "threat": 3, "threat_annotated": 2, "threat_bag_level_only": 1}
     assert ev.summary["kinds"]["max_density"]["bag"]["n_threat"] == 3
     assert ev.summary["kinds"]["max_density"]["bag"]["n_threat_localisable"] == 2
+
+
+def test_two_models_side_by_side_need_distinct_kind_names(dataset):
+    from xrayscreen.evaluation.scorers import Prefixed
+
+    a, b = _truth_scorer("score"), _truth_scorer("score", -1.0)
+    with pytest.raises(ValueError, match="produced by two scorers"):
+        evaluate(dataset, [a, b], progress=False)
+    ev = evaluate(dataset, [Prefixed(a, "m1:"), Prefixed(b, "m2:")], progress=False)
+    k = ev.summary["kinds"]
+    assert k["m1:score"]["window"]["a"]["all"]["auc"] == 1.0
+    assert k["m2:score"]["window"]["a"]["all"]["auc"] == 0.0
