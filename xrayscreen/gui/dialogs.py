@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QDate, Qt
+from PySide6.QtCore import QDate
 from PySide6.QtWidgets import (
     QComboBox,
     QDateEdit,
@@ -281,7 +281,6 @@ __all__ = [
     "DecisionLogDialog",
     "ModelCardDialog",
     "PairDialog",
-    "Qt",
     "install_excepthook",
     "model_card_html",
     "readable",

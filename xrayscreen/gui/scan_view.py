@@ -84,6 +84,7 @@ class ScanView(QGraphicsView):
             self.heat_item.setTransform(QTransform.fromScale(w / pix.width(), h / pix.height()))
 
     def set_heat_visible(self, visible: bool) -> None:
+        """Show or hide the overlay (frames stay)."""
         self.heat_item.setVisible(visible)
 
     def set_frames(
@@ -126,12 +127,14 @@ class ScanView(QGraphicsView):
             self.zoom_to(r.adjusted(-pad, -pad, pad, pad))
 
     def clear(self) -> None:
+        """Remove scan, overlay and frames."""
         self.scan_item.setPixmap(QPixmap())
         self.set_heat_pixmap(None)
         self.set_frames([])
 
     # ---------------------------------------------------------------- zoom / pan
     def current_scale(self) -> float:
+        """Screen pixels per scan pixel."""
         return float(self.transform().m11())
 
     def fit(self) -> None:
@@ -167,6 +170,7 @@ class ScanView(QGraphicsView):
         self.zoom_changed.emit(self.current_scale())
 
     def zoom_to(self, rect: QRectF) -> None:
+        """Fit ``rect`` (scan pixels) into the view."""
         self._auto_fit = False
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         self.zoom_changed.emit(self.current_scale())
