@@ -99,3 +99,8 @@ def latent(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) ->
 def residual(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
     """Mean reconstruction residual |x - x_hat| over the window (channels and pixels)."""
     return (x.float() - outputs.x_hat.float()).abs().flatten(1).mean(dim=1)
+
+
+# Research kinds (issue 7: residual_pool, edge_excess, density_conditional, density_combined)
+# register themselves on import; imported last because they use register() above.
+from xrayscreen.inference import research_scores as _research_scores  # noqa: E402, F401
