@@ -103,9 +103,12 @@ def extract_regions(
         # Peak and mean over the component's own pixels, read inside its box only
         # (cv2 with a mask: ~10 us per region, no float copies).
         sub = heat[y : y + h, x : x + w]
-        inside = (labels[y : y + h, x : x + w] == i).view(np.uint8)
+        if n == 2:  # a single component: the mask itself, no label comparison
+            inside = mask[y : y + h, x : x + w]
+        else:
+            inside = (labels[y : y + h, x : x + w] == i).view(np.uint8)
         _lo, peak, _, _ = cv2.minMaxLoc(sub, inside)
-        total = cv2.sumElems(cv2.bitwise_and(sub, sub, mask=inside))[0]
+        mean = cv2.mean(sub, inside)[0]
         cx, cy = centroids[i]
         out.append(
             Region(
@@ -114,7 +117,7 @@ def extract_regions(
                 x1=int(np.ceil((x + w) / f)),
                 y1=int(np.ceil((y + h) / f)),
                 peak=float(peak),
-                mean=float(total / area),
+                mean=float(mean),
                 area_px=float(area / (f * f)),
                 centroid=(float((cx + 0.5) / f - 0.5), float((cy + 0.5) / f - 0.5)),
             )
