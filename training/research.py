@@ -87,9 +87,14 @@ class ResearchTrainer(GanomalyTrainer):
         self.opt_d = torch.optim.Adam(self.netd.parameters(), lr=self.lr_d, betas=cfg.betas)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.netd.features(x)
+        """D's logits. Single process: straight from the head (no sigmoid round trip).
+        Under DDP: through the wrapped module (so its gradient hooks see a normal
+        forward), recovering the logit from the probability in float32."""
+        if self.info.enabled:
+            p = self.d(x).prob.float().clamp(1e-6, 1 - 1e-6)
+            return torch.log(p) - torch.log1p(-p)
         head: nn.Module = self.netd.classifier[0]
-        return head(feats).reshape(-1)
+        return head(self.netd.features(x)).reshape(-1)
 
     def d_step(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
         """D update with the configured loss (BCE on logits, or hinge)."""
@@ -105,11 +110,6 @@ class ResearchTrainer(GanomalyTrainer):
                 + F.binary_cross_entropy_with_logits(l_fake, torch.zeros_like(l_fake))
             )
         loss.backward()
-        if self.info.enabled:  # the logits bypass the DDP wrapper: average by hand
-            for p in self.netd.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.info.world
         self.opt_d.step()
         return {"d": float(loss.detach())}
 
