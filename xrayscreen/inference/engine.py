@@ -142,6 +142,88 @@ def fuse_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+class _ConvAsLinear(nn.Module):
+    """A stride-1, unpadded Conv2d whose kernel covers the whole input (the encoder's
+    last 4x4 -> 1x1 conv) computed as one matmul; oneDNN's conv kernels are ~10x
+    slower on that shape. Falls back to the conv for any other input size."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        kh, kw = conv.kernel_size
+        # (kh, kw, cin) row order matches a channels-last input flattened per sample.
+        w = conv.weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * conv.in_channels, -1)
+        self.register_buffer("w", w.contiguous())
+        self.register_buffer("b", None if conv.bias is None else conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != tuple(self.conv.kernel_size):
+            return self.conv(x)
+        flat = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+        y = flat @ self.w
+        if self.b is not None:
+            y = y + self.b
+        return y[:, :, None, None]
+
+
+class _LinearAsConvTranspose(nn.Module):
+    """A stride-1, unpadded ConvTranspose2d on a 1x1 input (the decoder's nz -> 4x4
+    layer) computed as one matmul, output channels-last. Falls back otherwise."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.deconv = deconv
+        kh, kw = deconv.kernel_size
+        # (cin, cout, kh, kw) -> (cin, kh * kw * cout): output rows come out NHWC.
+        w = deconv.weight.detach().permute(0, 2, 3, 1).reshape(deconv.in_channels, -1)
+        self.register_buffer("w", w.contiguous())
+        self.register_buffer("b", None if deconv.bias is None else deconv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (1, 1):
+            return self.deconv(x)
+        kh, kw = self.deconv.kernel_size
+        y = x.reshape(x.shape[0], -1) @ self.w
+        y = y.reshape(x.shape[0], kh, kw, -1)
+        if self.b is not None:
+            y = y + self.b
+        return y.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+
+
+def matmul_whole_kernel_convs(module: nn.Module) -> nn.Module:
+    """Swap convs that are really matmuls (kernel = whole input) for matmul modules, in
+    place. Exact up to rounding; each swapped module checks its input size at run time."""
+    for name, child in list(module.named_children()):
+        plain = (
+            not nn.utils.parametrize.is_parametrized(child)
+            if isinstance(child, nn.Conv2d | nn.ConvTranspose2d)
+            else False
+        )
+        if (
+            plain
+            and isinstance(child, nn.Conv2d)
+            and child.stride == (1, 1)
+            and child.padding == (0, 0)
+            and child.dilation == (1, 1)
+            and child.groups == 1
+            and child.kernel_size[0] * child.kernel_size[1] > 1
+        ):
+            setattr(module, name, _ConvAsLinear(child))
+        elif (
+            plain
+            and isinstance(child, nn.ConvTranspose2d)
+            and child.stride == (1, 1)
+            and child.padding == (0, 0)
+            and child.output_padding == (0, 0)
+            and child.dilation == (1, 1)
+            and child.groups == 1
+        ):
+            setattr(module, name, _LinearAsConvTranspose(child))
+        else:
+            matmul_whole_kernel_convs(child)
+    return module
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -181,7 +263,8 @@ class ScoringEngine:
         compile: ``torch.compile`` the generator (pays back only over many scans).
         autocast: ``"auto"`` (bf16 on CUDA / bf16-capable CPUs, else fp32), ``"bf16"``,
             ``"fp16"`` or ``"off"``.
-        fuse_bn: Fold batch-norm into the convolutions (exact up to rounding).
+        fuse_bn: Fold batch-norm into the convolutions and run the convs whose kernel
+            covers the whole input (latent <-> 4x4) as matmuls (exact up to rounding).
 
     Attributes:
         fault: Test hook, called with the batch size before every forward; a test
@@ -205,7 +288,7 @@ class ScoringEngine:
         t0 = time.perf_counter()
         gen = copy.deepcopy(bundle.generator).eval()
         if fuse_bn:
-            gen = fuse_batchnorm(gen)
+            gen = matmul_whole_kernel_convs(fuse_batchnorm(gen))
         gen = gen.to(self.device).to(memory_format=torch.channels_last)
         for p in gen.parameters():
             p.requires_grad_(False)

@@ -249,3 +249,18 @@ def test_compiled_engine_matches_eager_without_recompiling(tiny_bundle):
     np.testing.assert_allclose(res.latent_map, eager.latent_map, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(res.residual_map, eager.residual_map, rtol=1e-4, atol=1e-5)
     assert comp.windows_seen == res.n_scored
+
+
+def test_whole_kernel_convs_become_matmuls_and_stay_exact(tiny_bundle):
+    from xrayscreen.inference.engine import _ConvAsLinear, _LinearAsConvTranspose
+
+    eng = ScoringEngine(tiny_bundle, "cpu", autocast="off")
+    kinds = {type(m) for m in eng.generator.modules()}
+    assert _ConvAsLinear in kinds and _LinearAsConvTranspose in kinds
+    x = torch.rand(6, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        ref = tiny_bundle.generator(x)
+        got = eng.generator(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got.z, ref.z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.z_hat, ref.z_hat, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.x_hat, ref.x_hat, rtol=1e-4, atol=1e-5)
