@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--probe-windows", type=int, default=40)
     ap.add_argument("--matmul-n", type=int, default=4096)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--variants", default=None, help="e.g. eager_bf16,compiled_bf16")
     ap.add_argument("--sim-size", default="1000,2000", help="H,W of the simulated bag")
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--only-regions", action="store_true", help="just the regions timing")
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
     variants = [("eager_bf16", {"autocast": "auto"}), ("eager_fp32", {"autocast": "off"})]
     if not args.no_compile:
         variants.append(("compiled_bf16", {"autocast": "auto", "compile": True}))
+    if args.variants:
+        keep = set(args.variants.split(","))
+        variants = [v for v in variants if v[0] in keep]
     strides = [int(s) for s in args.strides.split(",")]
     out["engine"] = {}
     for name, kw in variants:
