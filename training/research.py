@@ -134,6 +134,17 @@ class ResearchTrainer(GanomalyTrainer):
         self.d_resets += 1
         return True
 
+    def state_tensors(self):
+        """Parent state plus the recent D-loss history, so a resume stays bit-exact."""
+        tensors, meta = super().state_tensors()
+        meta["d_hist"] = list(self._d_hist)
+        return tensors, meta
+
+    def load_state(self, tensors, meta) -> None:
+        """Inverse of :meth:`state_tensors`."""
+        super().load_state(tensors, meta)
+        self._d_hist = [float(v) for v in meta.get("d_hist", [])]
+
 
 def trainer_for(cfg: TrainConfig, device: torch.device, info: ddp.DistInfo | None = None):
     """:class:`ResearchTrainer` when ``cfg.research`` is set, else the plain trainer."""

@@ -236,3 +236,14 @@ def test_unet_bundle_roundtrip_rebuilds_the_variant(tmp_path):
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(loaded.generator.eval()(x).x_hat, g(x).x_hat, atol=1e-5)
+
+
+def test_xray_preset_is_the_chosen_configuration_and_round_trips():
+    cfg = TrainConfig.xray(epochs=2, ngf=8, ndf=8, nz=8, window=16)
+    assert cfg.representation == "rgb_attenuation" and cfg.spectral_norm_d
+    assert cfg.score_kind == "residual" and cfg.research["d_loss"] == "hinge"
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert TrainConfig().research == {} and not TrainConfig().spectral_norm_d  # paper defaults
+    cfg.research["lr_d"] = 1.0  # the preset's dict is a copy, not shared
+    assert TrainConfig.xray().research["lr_d"] == 4e-4
+    assert isinstance(trainer_for(cfg, torch.device("cpu")), ResearchTrainer)
