@@ -81,6 +81,8 @@ def score_kinds(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for k in ("rec_pool", "edge_excess", "dfeat", "lat_plus_rec", "under_mean", "under_pool"):
         if f"cond_{k}" in s:
             s[f"combo_density+cond_{k}"] = zd + s[f"cond_{k}"]
+    # Unconditional sum: density evidence + GANomaly residual evidence (equal weights).
+    s["combo_density+rec_mean"] = zd + robust_z(s["rec_mean"], s["rec_mean"][calib])
     s["floor_maxdens"] = dens
     s["floor_meandark"] = raw["meandark"].astype(np.float64)
     s["floor_edge_sobel"] = raw["edgemean"].astype(np.float64)

@@ -69,6 +69,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-bags", type=int, default=0, help="cap per eval split (0 = all; smoke)")
     p.add_argument("--calib-bags", type=int, default=10, help="benign calibration bags (<= 20)")
     p.add_argument("--a-bags", type=int, default=30, help="benign pool (a) bags (<= 40)")
+    p.add_argument(
+        "--also-test",
+        action="store_true",
+        help="after the val figures, score the threat TEST split + benign test block once "
+        "(only for the configuration already chosen on val)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", default=str(REPO / "runs" / "research.jsonl"))
@@ -322,6 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     with open(a.results, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(result) + "\n")
     print(json.dumps(result, indent=1))
+    if a.also_test:
+        import score_saved
+
+        score_saved.main(
+            [
+                "--tag",
+                a.tag,
+                "--split",
+                "test",
+                "--stride",
+                str(a.eval_stride),
+                "--a-bags",
+                str(a.a_bags),
+                "--threads",
+                str(a.threads),
+                "--results",
+                a.results,
+            ]
+        )
     return 0
 
 
