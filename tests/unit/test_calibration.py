@@ -46,3 +46,10 @@ def test_bag_far_from_scan_maxima():
     assert cal.bag_far(1e9) == 0.0
     roundtrip = Calibration.from_dict(cal.to_dict())
     assert roundtrip.bag_far(2.0) == cal.bag_far(2.0)
+
+
+def test_tiny_calibration_set_has_a_finite_invertible_tail():
+    cal = Calibration.fit(np.array([0.1, 0.2, 0.2, 0.3]))
+    t = cal.raw_threshold(5.0)
+    assert np.isfinite(t) and t > 0.3
+    assert cal.calibrate(np.array([t]))[0] == pytest.approx(5.0, abs=1e-4)

@@ -109,7 +109,9 @@ class Calibration:
         # Slope of the calibrated scale over the top 1 % of normal scores.
         i = int(np.searchsorted(self.levels, 0.99))
         dv = v[-1] - v[i]
-        return float((cal[-1] - cal[i]) / dv) if dv > 1e-12 else 1.0
+        slope = (cal[-1] - cal[i]) / dv if dv > 1e-12 else 0.0
+        # A flat or degenerate tail (tiny calibration sets) still needs a rising scale.
+        return float(slope) if slope > 1e-12 else 1.0
 
     def raw_threshold(self, calibrated: float) -> float:
         """Inverse of :meth:`calibrate` for one threshold value."""
