@@ -8,6 +8,7 @@ scoring finishes and quits (used for docs and the Xvfb smoke test).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,33 @@ class Launched(NamedTuple):
     state: dict[str, int]
 
 
+def display_problem(environ: dict[str, str] | None = None, platform: str = sys.platform) -> str:
+    """A user-facing message when no screen can be reached, else ``""``.
+
+    Without this, Qt aborts the process with a plugin error that reads like a broken
+    install; on Linux with no X11/Wayland display and no platform chosen, say what to do.
+    """
+    env = environ if environ is not None else dict(os.environ)
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return ""
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return ""
+    return (
+        "xrayscreen: no display found (DISPLAY / WAYLAND_DISPLAY are not set), so the "
+        "workstation window cannot open.\n"
+        "  - run it from a desktop session, or under Xvfb: xvfb-run xrayscreen\n"
+        "  - screen scans without a window: xrayscreen scan PATH... --out DIR\n"
+        "  - render offscreen (screenshots): QT_QPA_PLATFORM=offscreen xrayscreen "
+        "--screenshot shot.png --exit-after-scoring"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the workstation and run the event loop until it closes."""
+    problem = display_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     launched = launch(args)
     rc = launched.app.exec()
     return launched.state["rc"] or int(rc)
