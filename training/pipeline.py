@@ -292,7 +292,14 @@ def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerp
         score=ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm),
         training={
             "config": cfg.to_dict(),
-            "optimizer": {"name": "adam", "lr": cfg.lr, "betas": list(cfg.betas)},
+            # Research runs may use two timescales (TrainConfig.research lr_g / lr_d):
+            # record the rates the optimisers actually used.
+            "optimizer": {
+                "name": "adam",
+                "lr_g": float((cfg.research or {}).get("lr_g", cfg.lr)),
+                "lr_d": float((cfg.research or {}).get("lr_d", cfg.lr)),
+                "betas": list(cfg.betas),
+            },
             "loss_weights": {
                 "w_adv": cfg.w_adv,
                 "w_con": cfg.w_con,

@@ -49,6 +49,7 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     prov = b.provenance
     assert prov["n_scans"] == 6 and len(prov["data_fingerprint"]) == 64 and prov["epochs"] == 2
     assert b.training["config"]["lr"] == 2e-4
+    assert b.training["optimizer"]["lr_g"] == b.training["optimizer"]["lr_d"] == 2e-4
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2
     assert not set(report["train_scans"]) & set(report["val_scans"])
