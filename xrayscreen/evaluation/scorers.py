@@ -94,19 +94,23 @@ class Prefixed:
         return {self.prefix + k: v for k, v in self.scorer.score(scan).items()}
 
 
-def protocol_bundle(bundle: Any, settings_longer_side: int, window: int) -> Any:
+def protocol_bundle(
+    bundle: Any, settings_longer_side: int, window: int, *, force: bool = False
+) -> Any:
     """The bundle, checked (or adjusted) to score exactly the protocol image.
 
     The evaluator hands scorers the scan already resized to the protocol scale.
     A bundle whose working scale is ``longer_side == settings_longer_side`` then
     resizes by a factor of exactly 1, so its windows are the protocol windows.
     Any other working scale would move the windows; such a bundle is refused here
-    (callers may pass ``force_protocol_scale`` to :class:`ModelScorer` to score it
-    at the protocol scale anyway, which is recorded in the report).
+    (``force=True``, the scorers' ``force_protocol_scale``, scores it at the
+    protocol scale anyway, which is recorded in the report).
 
     Raises:
         ConfigError: window size differs from the protocol's, or the scale differs.
     """
+    if force:
+        bundle = _with_scale(bundle, WorkingScale(longer_side=settings_longer_side))
     if bundle.input.window != window:
         raise ConfigError(
             f"the model's window is {bundle.input.window} px; the protocol's is {window} px"
@@ -161,9 +165,7 @@ class ModelScorer:
         from xrayscreen.inference import score_kinds
         from xrayscreen.inference.engine import cpu_has_bf16
 
-        if force_protocol_scale:
-            bundle = _with_scale(bundle, WorkingScale(longer_side=protocol_longer_side))
-        protocol_bundle(bundle, protocol_longer_side, window)
+        bundle = protocol_bundle(bundle, protocol_longer_side, window, force=force_protocol_scale)
         self.bundle = bundle
         self.name = name or bundle.model_id
         own = bundle.score.kind
@@ -272,9 +274,7 @@ class EngineScorer:
     ) -> None:
         from xrayscreen.inference.engine import ScoringEngine, air_value
 
-        if force_protocol_scale:
-            bundle = _with_scale(bundle, WorkingScale(longer_side=protocol_longer_side))
-        protocol_bundle(bundle, protocol_longer_side, window)
+        bundle = protocol_bundle(bundle, protocol_longer_side, window, force=force_protocol_scale)
         self.bundle = bundle
         self.engine = ScoringEngine(bundle, device)
         self.name = name or bundle.model_id
