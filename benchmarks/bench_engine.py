@@ -354,7 +354,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         return run
 
-    variants = [("eager_bf16", {"autocast": "auto"}), ("eager_fp32", {"autocast": "off"})]
+    variants = [
+        ("eager_bf16", {"autocast": "auto"}),
+        # A/B of the oneDNN conv+activation fusion (on by default on CPU).
+        ("eager_bf16_unfused", {"autocast": "auto", "fuse_act": False}),
+        ("eager_fp32", {"autocast": "off"}),
+    ]
     if not args.no_compile:
         variants.append(("compiled_bf16", {"autocast": "auto", "compile": True}))
     if args.variants:

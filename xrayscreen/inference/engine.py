@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import score_kinds
+from xrayscreen.inference import onednn, score_kinds
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.windows import (
     WindowGrid,
@@ -226,6 +226,29 @@ def matmul_whole_kernel_convs(module: nn.Module) -> nn.Module:
     return module
 
 
+def _try_onednn(
+    gen: nn.Module, bundle: Any, dtype: torch.dtype | None
+) -> tuple[nn.Module, bool | str]:
+    """The oneDNN-fused copy of ``gen`` if it builds and matches ``gen`` on a random
+    batch; otherwise ``gen`` and the reason (kept for :meth:`ScoringEngine.describe`)."""
+    if not onednn.available():
+        return gen, "unavailable"
+    if not any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in gen.modules()):
+        return gen, "nothing to fuse"
+    try:
+        fused = onednn.fuse_conv_activations(gen)
+        c = bundle.config
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(8, c.nc, c.isize, c.isize, generator=g) * 2 - 1
+        x = x.to(dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+        # bf16 rounds each layer's output to 8 bits of mantissa; either path may round
+        # differently, so the bar is a few bf16 ulps of the output's range.
+        onednn.verify(gen, fused, x, tol=3e-2 if dtype == torch.bfloat16 else 1e-3)
+    except Exception as exc:  # any failure means "use the plain path"
+        return gen, f"fallback: {type(exc).__name__}: {exc}"[:200]
+    return fused, True
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -267,6 +290,9 @@ class ScoringEngine:
             ``"fp16"`` or ``"off"``.
         fuse_bn: Fold batch-norm into the convolutions and run the convs whose kernel
             covers the whole input (latent <-> 4x4) as matmuls (exact up to rounding).
+        fuse_act: On CPU without ``compile``, run each conv and its activation as one
+            oneDNN call with pre-packed weights (:mod:`.onednn`); used only after it
+            matched the plain module on a test batch, else the plain path runs.
 
     Attributes:
         fault: Test hook, called with the batch size before every forward; a test
@@ -283,6 +309,7 @@ class ScoringEngine:
         compile: bool = False,
         autocast: str | bool | None = "auto",
         fuse_bn: bool = True,
+        fuse_act: bool = True,
     ) -> None:
         self.bundle = bundle
         self.device = resolve_device(device)
@@ -311,6 +338,9 @@ class ScoringEngine:
             opts = {"freezing": True} if self.device.type == "cpu" else None
             self._forward_module = torch.compile(gen, dynamic=False, options=opts)
             self.compiled = True
+        self.onednn_fused: bool | str = False
+        if fuse_act and fuse_bn and not compile and self.device.type == "cpu":
+            self._forward_module, self.onednn_fused = _try_onednn(gen, bundle, self._cast_dtype)
         self.window = int(bundle.input.window)
         self.channels = channels_of(bundle.input.representation)
         self.batch = int(batch) if batch else self._default_batch()
@@ -358,6 +388,7 @@ class ScoringEngine:
             "dtype": str(self.dtype).replace("torch.", "") if self.dtype else "float32",
             "batch": self.batch,
             "compiled": self.compiled,
+            "onednn_fused": self.onednn_fused,
             "startup_s": round(self.startup_s, 4),
         }
 
