@@ -15,6 +15,7 @@ import torch
 from xrayscreen.errors import ConfigError
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
+from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
 from xrayscreen.model.score import latent_score
 
 from .data import WindowSet, decode
@@ -65,6 +66,44 @@ def score_windows(
     finally:
         gen.train(was)
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def fit_feature_bank(
+    bundle: ModelBundle,
+    windows: WindowSet,
+    device: torch.device,
+    *,
+    level: int,
+    k: int,
+    max_size: int,
+    seed: int = 0,
+    batch: int = 256,
+) -> FeatureBank:
+    """Embed (a seeded random subset of) NORMAL training windows with the trained G_E
+    for the ``feature_knn`` score: the memory the score compares every window with.
+
+    Raises:
+        ConfigError: with fewer windows than ``k``.
+    """
+    n = len(windows)
+    idx = np.arange(n)
+    if n > max_size:
+        idx = np.sort(np.random.default_rng(seed).choice(n, max_size, replace=False))
+    gen = bundle.generator
+    was = gen.training
+    gen.eval()
+    emb: list[torch.Tensor] = []
+    try:
+        for i in range(0, len(idx), batch):
+            x = decode(windows.data[torch.from_numpy(idx[i : i + batch])]).to(device)
+            fmap = encoder_map(gen.encoder1.body, x, level)
+            emb.append(pool(fmap).cpu())
+    finally:
+        gen.train(was)
+    if not emb:
+        raise ConfigError("a feature bank needs normal training windows; there are none")
+    return FeatureBank.fit(torch.cat(emb), level=level, k=k, max_size=max_size, seed=seed)
 
 
 def calibrate_bundle(

@@ -39,6 +39,15 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "num_workers": ("num_workers", int, "DataLoader workers (default 0)"),
     "max_windows_per_scan": ("max_windows_per_scan", int, "cap windows per scan (0 = all)"),
     "cache_file": ("cache_file", str, "window cache file (.safetensors) to reuse"),
+    "score_kind": (
+        "score_kind",
+        str,
+        "anomaly score: latent (the paper's), residual, feature_knn (G_E features vs a "
+        "memory of normal training windows)",
+    ),
+    "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
+    "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),
+    "bank_size": ("bank_size", int, "feature_knn: most training windows kept (default 20000)"),
     "target_far": (
         "target_window_far",
         float,

@@ -66,6 +66,9 @@ class TrainConfig:
         d_reset_threshold: Re-initialise D when its loss falls below this (paper: 1e-5).
         target_window_far: Per-window false-alarm rate the default threshold is set for.
         score_kind, score_norm: The anomaly score calibrated into the bundle.
+        bank_level, bank_k, bank_size: For ``score_kind="feature_knn"``: the G_E
+            activation level embedded, the neighbours averaged, and the most training
+            windows kept in the bundle's memory (``xrayscreen.model.feature_bank``).
         keep: "final" (the last epoch, the paper's protocol; default) or "best_val"
             (the epoch with the lowest validation L_con + L_enc on normal scans).
         patience: Early stop after this many epochs without validation improvement
@@ -110,6 +113,9 @@ class TrainConfig:
     target_window_far: float = 0.01
     score_kind: str = "latent"
     score_norm: str = "l1"
+    bank_level: int = 2
+    bank_k: int = 5
+    bank_size: int = 20000
     keep: str = "final"
     patience: int = 0
     max_windows_per_scan: int = 0
@@ -141,6 +147,13 @@ class TrainConfig:
             raise ConfigError(f"enc_norm must be 'l1' or 'l2', got {self.enc_norm!r}")
         if self.keep not in KEEP_CHOICES:
             raise ConfigError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
+        if self.score_kind == "feature_knn" and not (
+            self.bank_level >= 1 and self.bank_k >= 1 and self.bank_size >= self.bank_k
+        ):
+            raise ConfigError(
+                "feature_knn needs bank_level >= 1, bank_k >= 1 and bank_size >= bank_k "
+                f"(got {self.bank_level}, {self.bank_k}, {self.bank_size})"
+            )
         if not 0.0 < self.target_window_far < 1.0:
             raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
         self.model_config()  # architecture checks (ngf even, ...)

@@ -27,7 +27,7 @@ from xrayscreen.errors import BundleError
 from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
 
 from . import ddp
-from .calibrate import calibrate_bundle
+from .calibrate import calibrate_bundle, fit_feature_bank
 from .config import TrainConfig
 from .data import (
     LoadProgress,
@@ -207,6 +207,19 @@ def iter_train(
                 "calibrate",
                 message="calibrating on held-out normal windows",
             )
+            if cfg.score_kind == "feature_knn":
+                # The memory: embeddings of the TRAINING windows (never the held-out
+                # ones, which calibrate the score below).
+                bundle.feature_bank = fit_feature_bank(
+                    bundle,
+                    split.train,
+                    device,
+                    level=cfg.bank_level,
+                    k=cfg.bank_k,
+                    max_size=cfg.bank_size,
+                    seed=cfg.seed,
+                )
+                bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
             cal_windows = split.val if len(split.val) >= 2 else split.train
             bundle.calibration, _ = calibrate_bundle(
                 bundle, cal_windows, cfg.target_window_far, device

@@ -110,3 +110,33 @@ def test_cli_missing_folder_is_a_clean_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path / "m")])  # no sources: argparse error
+
+
+def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_path, capsys):
+    """``--score-kind feature_knn``: the memory holds TRAINING windows only, the
+    calibration holds the engine's scores of the held-out ones."""
+    import torch
+
+    from xrayscreen.inference.engine import ScoringEngine
+    from xrayscreen.training.config import TrainConfig
+    from xrayscreen.training.data import decode, load_windows, split_by_scan
+
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = [*TINY, "--score-kind", "feature_knn", "--bank-size", "150", "--bank-k", "3"]
+    assert main(["train", str(bags), "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    assert b.score.kind == "feature_knn" and b.score.params == {"level": 2, "k": 3}
+    bank = b.feature_bank
+    assert bank is not None and bank.memory.shape == (150, 4 * 8)
+    # Recompute the held-out windows exactly as training split them; their engine
+    # scores are the calibration's sample.
+    cfg = TrainConfig.from_dict(b.training["config"])
+    ws = load_windows([bags], cfg)
+    split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+    eng = ScoringEngine(b, "cpu")
+    s = eng.score_windows(decode(split.val.data), residual=False).latent.numpy()
+    assert b.calibration is not None and b.calibration.n_windows == len(s)
+    np.testing.assert_allclose(s.max(), max(b.calibration.values), rtol=2e-2)
+    assert torch.isfinite(bank.memory).all()

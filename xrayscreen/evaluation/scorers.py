@@ -32,6 +32,7 @@ from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference.windows import WindowGrid, fold_mean
+from xrayscreen.model.feature_bank import encoder_map
 
 
 @dataclass
@@ -177,6 +178,7 @@ class ModelScorer:
         self.device = torch.device(device)
         self.batch = batch
         self._air = _air_value(bundle.input.representation)
+        self._bank = None
         self._autocast = self.device.type == "cuda" or (
             self.device.type == "cpu" and cpu_has_bf16()
         )
@@ -186,6 +188,23 @@ class ModelScorer:
         if kind != spec.kind:
             spec = type(spec)(kind=kind, norm=spec.norm, params=dict(spec.params))
         return spec
+
+    def _feature_context(self, net: Any, xb: torch.Tensor, specs: dict[str, Any]) -> dict | None:
+        """Encoder feature map + bank for ``feature_knn`` kinds (recomputed: G_E's first
+        layers once more; evaluation favours simplicity over the engine's hook)."""
+        from xrayscreen.inference import score_kinds
+
+        if not any(score_kinds.needs_features(s) for s in specs.values()):
+            return None
+        bank = self.bundle.feature_bank
+        if bank is None:
+            raise ConfigError(
+                f"model {self.name} has no feature bank; score kind 'feature_knn' needs one"
+            )
+        if self._bank is None:
+            self._bank = bank.to(self.device)
+        fmap = encoder_map(net.encoder1.body, xb, bank.level)
+        return {"feature_map": fmap, "bank": self._bank}
 
     @torch.inference_mode()
     def score(self, scan: PreparedScan) -> dict[str, KindScores]:
@@ -217,8 +236,10 @@ class ModelScorer:
             xb = windows[sel].contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
                 outputs = net(xb)
+                ctx = self._feature_context(net, xb, specs)
             for k in kinds:
-                out[k][sel] = score_kinds.compute(specs[k], xb, outputs).float()
+                c = ctx if score_kinds.needs_features(specs[k]) else None
+                out[k][sel] = score_kinds.compute(specs[k], xb, outputs, c).float()
             if pix is not None:
                 pix[sel.cpu()] = (xb.float() - outputs.x_hat.float()).abs().mean(dim=1).cpu()
         result: dict[str, KindScores] = {}

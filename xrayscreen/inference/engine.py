@@ -51,6 +51,7 @@ from xrayscreen.inference.windows import (
     fold_separable,
     pad_to_grid,
 )
+from xrayscreen.model import feature_bank
 from xrayscreen.model.ganomaly import GeneratorOutput
 
 __all__ = [
@@ -350,6 +351,11 @@ class ScoringEngine:
         self.calls = 0
         self.windows_seen = 0
         self.forward_s = 0.0  # cumulative seconds inside the model (incl. score kind)
+        self._bank = None
+        self._tap: list[torch.Tensor] = []
+        self._tap_hook = None
+        if score_kinds.needs_features(bundle.score):
+            self._setup_feature_tap()
         self.startup_s = time.perf_counter() - t0
         cal = bundle.calibration
         self._bg_raw = float(cal.values[0]) if cal is not None else 0.0
@@ -359,6 +365,34 @@ class ScoringEngine:
         )
 
     # -- configuration ---------------------------------------------------------------
+    def _setup_feature_tap(self) -> None:
+        """For ``feature_knn`` bundles: the bank on the device, and a forward hook that
+        keeps G_E's feature map at the bank's level from the model's own forward (no
+        second pass). A compiled module is not hooked; its map is recomputed instead."""
+        bank = self.bundle.feature_bank
+        if bank is None:
+            raise ConfigError(
+                "this model's score kind is 'feature_knn' but it has no feature bank"
+            )
+        self._bank = bank.to(self.device)
+        if not self.compiled:
+            body = self._forward_module.encoder1.body
+            tap = body[feature_bank.tap_index(body, bank.level)]
+            self._tap_hook = tap.register_forward_hook(
+                lambda _m, _inp, out: self._tap.append(out)
+            )
+
+    def _feature_context(self, xm: torch.Tensor, n: int) -> dict[str, Any] | None:
+        if self._bank is None:
+            return None
+        if self._tap:
+            fmap = self._tap[0][:n]  # the first hook call is G_E (encoder1)
+        else:
+            body = self.generator.encoder1.body
+            fmap = feature_bank.encoder_map(body, xm[:n], self._bank.level)
+        self._tap.clear()
+        return {"feature_map": fmap, "bank": self._bank}
+
     def _default_batch(self) -> int:
         if self.device.type != "cuda":
             return CPU_DEFAULT_BATCH
@@ -406,6 +440,7 @@ class ScoringEngine:
         self.windows_seen += int(x.shape[0])
         t = time.perf_counter()
         n = int(x.shape[0])
+        self._tap.clear()  # nothing left over from a forward that failed (e.g. OOM)
         with torch.inference_mode(), self._autocast():
             xm = x if self._cast_dtype is None else x.to(self._cast_dtype)
             if self.compiled:
@@ -422,7 +457,8 @@ class ScoringEngine:
             if self._cast_dtype is not None:  # score kinds get fp32 tensors
                 out = GeneratorOutput(*(o.float() for o in out))
         with torch.inference_mode():
-            score = score_kinds.compute(self.bundle.score, x, out)
+            ctx = self._feature_context(xm, n)
+            score = score_kinds.compute(self.bundle.score, x, out, ctx)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

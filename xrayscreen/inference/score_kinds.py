@@ -79,14 +79,36 @@ def spec_params(spec: Any) -> dict[str, Any]:
     return {"norm": getattr(spec, "norm", "l1"), **dict(getattr(spec, "params", {}) or {})}
 
 
-def compute(spec: Any, x: torch.Tensor, outputs: GeneratorOutput) -> torch.Tensor:
+def needs_features(spec: Any) -> bool:
+    """True when the kind needs an encoder feature map and a feature bank
+    (``context`` of :func:`compute`), i.e. ``feature_knn``."""
+    return getattr(spec, "kind", "latent") in FEATURE_KINDS
+
+
+FEATURE_KINDS = frozenset({"feature_knn"})
+
+
+def compute(
+    spec: Any,
+    x: torch.Tensor,
+    outputs: GeneratorOutput,
+    context: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """Score a batch according to a ``ScoreSpec`` (``kind``, ``norm``, ``params``).
+
+    Args:
+        context: Run-time inputs that are not settings: ``feature_map`` (the encoder
+            map at the bank's level for this batch) and ``bank`` (a
+            :class:`~xrayscreen.model.feature_bank.FeatureBank`), for feature kinds.
 
     Returns:
         ``(N,)`` float32 scores.
     """
     fn = get(getattr(spec, "kind", "latent"))
-    return fn(x, outputs, spec_params(spec)).float().reshape(-1)
+    params = spec_params(spec)
+    if context:
+        params.update({f"_{k}": v for k, v in context.items()})
+    return fn(x, outputs, params).float().reshape(-1)
 
 
 @register("latent")
@@ -99,6 +121,19 @@ def latent(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) ->
 def residual(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
     """Mean reconstruction residual |x - x_hat| over the window (channels and pixels)."""
     return (x.float() - outputs.x_hat.float()).abs().flatten(1).mean(dim=1)
+
+
+@register("feature_knn")
+def feature_knn(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
+    """Mean distance of the window's G_E feature embedding to its k nearest normal
+    training windows (:mod:`xrayscreen.model.feature_bank`). Needs ``context``."""
+    fmap, bank = params.get("_feature_map"), params.get("_bank")
+    if fmap is None or bank is None:
+        raise ConfigError(
+            "score kind 'feature_knn' needs the encoder feature map and the model's feature "
+            "bank; this model file has no feature bank or the caller did not pass it"
+        )
+    return bank.score(fmap)
 
 
 # Research kinds (issue 7: residual_pool, edge_excess, density_conditional, density_combined)

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.model.calibration import Calibration
+from xrayscreen.model.feature_bank import FeatureBank
 from xrayscreen.model.ganomaly import (
     Discriminator,
     GANomalyConfig,
@@ -126,6 +127,8 @@ class ModelBundle:
         training: Training settings (loss weights, optimiser, ...).
         discriminator: Optional discriminator (needed only to continue training or
             for discriminator-feature scores).
+        feature_bank: Memory of normal-window encoder embeddings, for score kind
+            ``feature_knn`` (:mod:`xrayscreen.model.feature_bank`); else ``None``.
         model_id: Unique id; stamped into every decision made with this model.
         created: ISO-8601 UTC creation time.
     """
@@ -138,6 +141,7 @@ class ModelBundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     discriminator: Discriminator | None = None
+    feature_bank: FeatureBank | None = None
     model_id: str = field(default_factory=lambda: new_model_id())
     created: str = field(default_factory=lambda: _now())
     path: Path | None = None
@@ -243,6 +247,9 @@ def _state_tensors(bundle: ModelBundle, half: bool) -> dict[str, torch.Tensor]:
             if half and t.is_floating_point():
                 t = t.half()
             out[f"{prefix}.{k}"] = t.clone()
+    if bundle.feature_bank is not None:
+        for k, t in bundle.feature_bank.tensors().items():
+            out[k] = t.half() if half else t
     return out
 
 
@@ -364,6 +371,12 @@ def _assemble(
         _load_into(discriminator, tensors, "netd")
         discriminator.to(device).eval()
     generator.to(device).eval()
+    bank = None
+    if score.kind == "feature_knn":
+        try:
+            bank = FeatureBank.from_tensors(tensors, score.params)
+        except ConfigError as exc:
+            raise BundleError(f"score kind feature_knn: {exc}") from None
     return ModelBundle(
         config=config,
         generator=generator,
@@ -373,6 +386,7 @@ def _assemble(
         provenance=dict(meta.get("provenance", {})),
         training=dict(meta.get("training", {})),
         discriminator=discriminator,
+        feature_bank=bank,
         model_id=model_id,
         created=created,
         path=p,
