@@ -371,16 +371,12 @@ class ScoringEngine:
         second pass). A compiled module is not hooked; its map is recomputed instead."""
         bank = self.bundle.feature_bank
         if bank is None:
-            raise ConfigError(
-                "this model's score kind is 'feature_knn' but it has no feature bank"
-            )
+            raise ConfigError("this model's score kind is 'feature_knn' but it has no feature bank")
         self._bank = bank.to(self.device)
         if not self.compiled:
             body = self._forward_module.encoder1.body
             tap = body[feature_bank.tap_index(body, bank.level)]
-            self._tap_hook = tap.register_forward_hook(
-                lambda _m, _inp, out: self._tap.append(out)
-            )
+            self._tap_hook = tap.register_forward_hook(lambda _m, _inp, out: self._tap.append(out))
 
     def _feature_context(self, xm: torch.Tensor, n: int) -> dict[str, Any] | None:
         if self._bank is None:

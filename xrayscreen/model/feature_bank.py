@@ -183,7 +183,9 @@ class FeatureBank:
                 f"mean {tuple(mean.shape)}, std {tuple(std.shape)}"
             )
         if len(mem) < 1 or not (1 <= k) or level < 1:
-            raise ConfigError(f"feature bank settings invalid (rows {len(mem)}, k {k}, level {level})")
+            raise ConfigError(
+                f"feature bank settings invalid (rows {len(mem)}, k {k}, level {level})"
+            )
         if not (torch.isfinite(mem).all() and torch.isfinite(mean).all() and (std > 0).all()):
             raise ConfigError("feature bank contains NaN / Inf or non-positive std")
         return cls(memory=mem, mean=mean, std=std, level=level, k=k)
