@@ -82,9 +82,30 @@ def test_region_click_zooms_to_it(qtbot, window, scan_folder):
     qtbot.mouseClick(
         window.regions_panel.tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center()
     )
-    assert window.view.current_scale() > before
+    # The clicked region is shown whole, and clicking never zooms out past "fit" (an
+    # untrained model's region can span the bag, so "zoomed in" is checked below).
+    assert window.view.current_scale() >= before
     visible = window.view.mapToScene(window.view.viewport().rect()).boundingRect()
     assert visible.contains(frame)
+
+
+def test_select_frame_zooms_into_small_and_never_out_of_long_regions(qtbot, window, scan_folder):
+    from PySide6.QtCore import QRectF
+
+    window.open_path(scan_folder / "a_bag.png")
+    wait_scored(qtbot, window)
+    view = window.view
+    small, thin = QRectF(200, 100, 30, 20), QRectF(10, 250, 380, 12)
+    view.set_frames([(200, 100, 230, 120), (10, 250, 390, 262)])
+    view.fit()
+    fit = view.current_scale()
+    view.select_frame(0)
+    assert view.current_scale() > 2 * fit
+    assert view.mapToScene(view.viewport().rect()).boundingRect().contains(small)
+    view.fit()
+    view.select_frame(1)  # 380 px long, 12 high: padding must not zoom out past the scan
+    assert view.current_scale() >= fit * 0.999
+    assert view.mapToScene(view.viewport().rect()).boundingRect().contains(thin)
 
 
 def test_zoom_pan_fit_and_one_to_one(qtbot, window, scan_folder):

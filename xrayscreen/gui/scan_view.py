@@ -123,8 +123,14 @@ class ScanView(QGraphicsView):
         if 0 <= index < len(self._frame_items):
             self._selected = index
             r = self._frame_items[index].rect()
-            pad = max(r.width(), r.height()) * 0.6 + 20
-            self.zoom_to(r.adjusted(-pad, -pad, pad, pad))
+            # Some context around the region, per axis, but never beyond the scan: a long
+            # thin region padded by its length would zoom OUT past "fit".
+            px, py = r.width() * 0.3 + 20, r.height() * 0.3 + 20
+            padded = r.adjusted(-px, -py, px, py)
+            bounds = self.scan_item.sceneBoundingRect()
+            if not bounds.isEmpty():
+                padded = padded.intersected(bounds)
+            self.zoom_to(padded if not padded.isEmpty() else r)
 
     def clear(self) -> None:
         """Remove scan, overlay and frames."""
