@@ -45,6 +45,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "anomaly score: latent (the paper's), residual, feature_knn (G_E features vs a "
         "memory of normal training windows)",
     ),
+    "scan_norm": (
+        "scan_norm",
+        str,
+        "per-scan score normalisation: none (default) or robust_z",
+    ),
     "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
     "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),
     "bank_size": ("bank_size", int, "feature_knn: most training windows kept (default 20000)"),

@@ -66,6 +66,8 @@ class TrainConfig:
         d_reset_threshold: Re-initialise D when its loss falls below this (paper: 1e-5).
         target_window_far: Per-window false-alarm rate the default threshold is set for.
         score_kind, score_norm: The anomaly score calibrated into the bundle.
+        scan_norm: Per-scan normalisation of the score: ``"none"`` or ``"robust_z"``
+            (``xrayscreen.inference.scan_norm``).
         bank_level, bank_k, bank_size: For ``score_kind="feature_knn"``: the G_E
             activation level embedded, the neighbours averaged, and the most training
             windows kept in the bundle's memory (``xrayscreen.model.feature_bank``).
@@ -113,6 +115,7 @@ class TrainConfig:
     target_window_far: float = 0.01
     score_kind: str = "latent"
     score_norm: str = "l1"
+    scan_norm: str = "none"
     bank_level: int = 2
     bank_k: int = 5
     bank_size: int = 20000
@@ -147,6 +150,8 @@ class TrainConfig:
             raise ConfigError(f"enc_norm must be 'l1' or 'l2', got {self.enc_norm!r}")
         if self.keep not in KEEP_CHOICES:
             raise ConfigError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
+        if self.scan_norm not in ("none", "robust_z"):
+            raise ConfigError(f"scan_norm must be 'none' or 'robust_z', got {self.scan_norm!r}")
         if self.score_kind == "feature_knn" and not (
             self.bank_level >= 1 and self.bank_k >= 1 and self.bank_size >= self.bank_k
         ):

@@ -302,7 +302,11 @@ def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerp
         generator=gen,
         discriminator=disc,
         input=InputSpec(window=cfg.window, representation=cfg.representation, scale=cfg.scale),
-        score=ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm),
+        score=ScoreSpec(
+            kind=cfg.score_kind,
+            norm=cfg.score_norm,
+            params={"scan_norm": cfg.scan_norm} if cfg.scan_norm != "none" else {},
+        ),
         training={
             "config": cfg.to_dict(),
             # Research runs may use two timescales (TrainConfig.research lr_g / lr_d):

@@ -140,3 +140,25 @@ def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_pat
     assert b.calibration is not None and b.calibration.n_windows == len(s)
     np.testing.assert_allclose(s.max(), max(b.calibration.values), rtol=2e-2)
     assert torch.isfinite(bank.memory).all()
+
+
+def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
+    """``--scan-norm robust_z``: reference statistics stored, calibration on per-scan
+    normalised held-out scores, and the engine's scores of a scan centred on 0."""
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    assert main(["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    p = b.score.params
+    assert p["scan_norm"] == "robust_z" and p["ref_scale"] > 0 and np.isfinite(p["ref_median"])
+    # Normalised scores of normal scans centre on 0: the calibration's median level does.
+    cal = b.calibration
+    assert cal is not None and abs(float(np.interp(0.5, cal.levels, cal.values))) < 0.5
+    res = ScoringEngine(b, "cpu").score_scan_sync(open_scan(bags / "bag5.png"), stride=16)
+    fg = ~res.background
+    assert fg.sum() >= 16  # enough windows for the scan's own statistics
+    assert abs(float(np.median(res.window_scores[fg]))) < 1e-3

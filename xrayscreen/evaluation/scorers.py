@@ -31,6 +31,7 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
+from xrayscreen.inference import scan_norm
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_map
 
@@ -244,8 +245,11 @@ class ModelScorer:
                 pix[sel.cpu()] = (xb.float() - outputs.x_hat.float()).abs().mean(dim=1).cpu()
         result: dict[str, KindScores] = {}
         belt = ~keep.cpu()
+        own = self.bundle.score.kind
         for k in kinds:
             s = out[k].cpu()
+            if k == own:  # the bundle's per-scan normalisation belongs to its own kind
+                s = scan_norm.normalise(self.bundle.score, s, ~belt)
             if belt.any() and (~belt).any():
                 s[belt] = s[~belt].min()  # background scores as normal (engine rule)
             result[k] = KindScores(s.numpy().astype(np.float64))

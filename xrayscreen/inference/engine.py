@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import onednn, score_kinds
+from xrayscreen.inference import onednn, scan_norm, score_kinds
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.windows import (
     WindowGrid,
@@ -583,6 +583,7 @@ class ScoringEngine:
         timings["belt_s"] = time.perf_counter() - t
 
         raw = torch.full((len(grid),), self._bg_raw, dtype=torch.float32, device=dev)
+        scored = torch.zeros(len(grid), dtype=torch.bool, device=dev)
         ph, pw = grid.padded_shape
         res_sum = torch.zeros(ph * pw, dtype=torch.float32, device=dev) if residual else None
         offs = (torch.arange(win, device=dev)[:, None] * pw + torch.arange(win, device=dev)).ravel()
@@ -621,6 +622,7 @@ class ScoringEngine:
                 t = time.perf_counter()
                 gidx = local[i:j] + r0 * cols
                 raw[gidx] = out.latent
+                scored[gidx] = True
                 if res_sum is not None:
                     origin = (gidx // cols) * (s * pw) + (gidx % cols) * s
                     res_sum.index_add_(0, (origin[:, None] + offs).ravel(), out.residual.ravel())
@@ -632,7 +634,9 @@ class ScoringEngine:
                 now = time.perf_counter()
                 if progress_every is not None and now - last_partial >= progress_every:
                     last_partial = now
-                    partial = self._result(scan, work, grid, factor, raw, background, None, reduce)
+                    partial = self._result(
+                        scan, work, grid, factor, raw, background, None, reduce, scored
+                    )
                     partial.complete = False
                 yield ScoreProgress(done, total, partial)
                 if _cancelled(cancel):
@@ -641,7 +645,7 @@ class ScoringEngine:
         timings["scatter_s"] = t_scatter
         timings["forward_s"] = self.forward_s - fwd0
         t = time.perf_counter()
-        result = self._result(scan, work, grid, factor, raw, background, res_sum, reduce)
+        result = self._result(scan, work, grid, factor, raw, background, res_sum, reduce, scored)
         timings["fold_s"] = time.perf_counter() - t
         # total_s includes time the consumer held the generator between yields.
         timings["total_s"] = time.perf_counter() - t_start
@@ -662,8 +666,13 @@ class ScoringEngine:
         background: torch.Tensor,
         res_sum: torch.Tensor | None,
         reduce: str,
+        scored: torch.Tensor | None = None,
     ) -> ScanResult:
-        calibrated = self.calibrate(raw)
+        # Scan normalisation (bundle setting) over the windows scored so far; the
+        # calibration refers to the normalised score.
+        valid = ~background if scored is None else (scored & ~background)
+        score = scan_norm.normalise(self.bundle.score, raw, valid)
+        calibrated = self.calibrate(score)
         calibrated[background] = self._bg_cal
         if grid.window % grid.stride == 0:
             heat = (fold_mean if reduce == "mean" else fold_max)(calibrated, grid)
@@ -680,7 +689,7 @@ class ScoringEngine:
             residual_map = residual.cpu().numpy()
         return ScanResult(
             window_origins=grid.origins(),
-            window_scores=raw.cpu().numpy().copy(),
+            window_scores=score.cpu().numpy().copy(),
             window_calibrated=calibrated.cpu().numpy(),
             background=background.cpu().numpy(),
             latent_map=np.ascontiguousarray(heat.cpu().numpy(), dtype=np.float32),

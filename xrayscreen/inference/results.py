@@ -35,8 +35,11 @@ class ScanResult:
 
     Attributes:
         window_origins: ``(N, 2)`` int (y, x) window origins at working scale.
-        window_scores: ``(N,)`` float32 raw scores (background windows: the
-            calibration's lowest normal score, or 0 without calibration).
+        window_scores: ``(N,)`` float32 uncalibrated scores of the bundle's score kind,
+            after its per-scan normalisation when it has one
+            (:mod:`~xrayscreen.inference.scan_norm`); background windows: the
+            calibration's lowest normal score, or 0 without calibration (not
+            meaningful: use ``background``).
         window_calibrated: ``(N,)`` float32 calibrated scores (``-log10`` of the
             normal-window exceedance; equal to the raw scores when the bundle has no
             calibration). Background windows get the minimum (0 with calibration).
