@@ -73,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="BUNDLE_DIR", help="model bundle directory to create"
     )
     parser.add_argument("--config", metavar="JSON", help="training settings file (TrainConfig)")
+    parser.add_argument(
+        "--preset",
+        choices=("xray", "paper"),
+        default="xray",
+        help="base settings without --config: xray (default; stable D, -log RGB input, "
+        "feature_knn score normalised per scan: docs/BENCHMARKS.md issue 7) or paper "
+        "(Akcay et al. 2018 as published, latent score)",
+    )
     for flag, (_field, typ, help_text) in _FLAGS.items():
         parser.add_argument("--" + flag.replace("_", "-"), type=typ, default=None, help=help_text)
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
@@ -96,7 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build the :class:`TrainConfig` from ``--config`` plus explicit flags."""
-    base = TrainConfig.from_json(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    if args.config:
+        base = TrainConfig.from_json(args.config).to_dict()
+    elif getattr(args, "preset", "xray") == "paper":
+        base = TrainConfig().to_dict()
+    else:  # the X-ray configuration chosen by the issue-7 ablation
+        base = TrainConfig.xray().to_dict()
     for flag, (name, _t, _h) in _FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:

@@ -49,7 +49,10 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     prov = b.provenance
     assert prov["n_scans"] == 6 and len(prov["data_fingerprint"]) == 64 and prov["epochs"] == 2
     assert b.training["config"]["lr"] == 2e-4
-    assert b.training["optimizer"]["lr_g"] == b.training["optimizer"]["lr_d"] == 2e-4
+    # Default preset = the X-ray configuration of issue 7 (two timescales, feature_knn).
+    assert b.training["optimizer"]["lr_g"] == 1e-4 and b.training["optimizer"]["lr_d"] == 4e-4
+    assert b.score.kind == "feature_knn" and b.score.params["scan_norm"] == "robust_z"
+    assert b.input.representation == "rgb_attenuation" and b.feature_bank is not None
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2
     assert not set(report["train_scans"]) & set(report["val_scans"])
@@ -124,6 +127,7 @@ def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_pat
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = [*TINY, "--score-kind", "feature_knn", "--bank-size", "150", "--bank-k", "3"]
+    args += ["--scan-norm", "none"]  # raw scores: comparable with score_windows below
     assert main(["train", str(bags), "--out", str(out), *args]) == 0
     capsys.readouterr()
     b = load_bundle(out)
@@ -162,3 +166,14 @@ def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
     fg = ~res.background
     assert fg.sum() >= 16  # enough windows for the scan's own statistics
     assert abs(float(np.median(res.window_scores[fg]))) < 1e-3
+
+
+def test_cli_paper_preset_is_the_published_configuration(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal", n=4)
+    out = tmp_path / "paper"
+    assert main(["train", str(bags), "--out", str(out), *TINY, "--preset", "paper"]) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    assert b.training["optimizer"]["lr_g"] == b.training["optimizer"]["lr_d"] == 2e-4
+    assert b.score.kind == "latent" and b.score.params == {} and b.feature_bank is None
+    assert b.input.representation == "rgb" and b.training["config"]["research"] == {}

@@ -465,7 +465,7 @@ class RetrainDialog(QDialog):
     def _load_defaults(self) -> None:
         from xrayscreen.training.config import TrainConfig
 
-        cfg = TrainConfig()
+        cfg = TrainConfig.xray()  # the X-ray configuration chosen by the issue-7 ablation
         self.epochs.setValue(cfg.epochs)
         self.window_size.setCurrentIndex(max(0, self.window_size.findData(cfg.window)))
         self.stride.setValue(cfg.stride)

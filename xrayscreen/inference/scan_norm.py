@@ -80,10 +80,11 @@ def normalise(spec: Any, raw: torch.Tensor, valid: torch.Tensor | None = None) -
 
 def reference(per_scan: Sequence[np.ndarray]) -> dict[str, float]:
     """Typical (median over scans) per-scan median and scale of held-out normal scans'
-    RAW scores, the fallback for scans with too few windows.
+    RAW scores, the fallback for scans with too few windows. When no scan has
+    :data:`MIN_WINDOWS` windows (tiny pictures), the pooled windows of all scans stand in.
 
     Raises:
-        ConfigError: with no scan of at least :data:`MIN_WINDOWS` windows.
+        ConfigError: with fewer than 2 windows in all.
     """
     meds, scales = [], []
     for s in per_scan:
@@ -92,7 +93,9 @@ def reference(per_scan: Sequence[np.ndarray]) -> dict[str, float]:
             meds.append(med)
             scales.append(scale)
     if not meds:
-        raise ConfigError(
-            f"scan normalisation needs held-out scans with at least {MIN_WINDOWS} windows"
-        )
+        pooled = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in per_scan] or [[]])
+        if pooled.size < 2:
+            raise ConfigError("scan normalisation needs at least 2 held-out normal windows")
+        med, scale = _stats(torch.as_tensor(pooled))
+        meds, scales = [med], [scale]
     return {"ref_median": float(np.median(meds)), "ref_scale": float(np.median(scales))}

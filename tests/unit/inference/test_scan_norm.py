@@ -64,8 +64,12 @@ def test_reference_is_the_median_over_scans():
     ref = scan_norm.reference(scans)
     assert ref["ref_median"] == pytest.approx(9.5 + 2)
     assert ref["ref_scale"] == pytest.approx(9.5 / 1.349)
+    # No scan big enough: the pooled windows of all scans stand in.
+    pooled = scan_norm.reference([np.arange(3.0), np.arange(3.0, 6.0)])
+    assert pooled["ref_median"] == pytest.approx(2.5)
+    assert pooled["ref_scale"] == pytest.approx((3.75 - 1.25) / 1.349)
     with pytest.raises(ConfigError):
-        scan_norm.reference([np.arange(3.0)])
+        scan_norm.reference([np.arange(1.0)])
 
 
 def test_engine_normalises_over_the_scored_windows(stub_bundle):
