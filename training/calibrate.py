@@ -107,6 +107,26 @@ def fit_feature_bank(
     return FeatureBank.fit(torch.cat(emb), level=level, k=k, max_size=max_size, seed=seed)
 
 
+def fit_component_scales(
+    bundle: ModelBundle, windows: WindowSet, device: torch.device
+) -> dict[str, float]:
+    """Spread (IQR / 1.349) of the memory distance and of the residual on held-out
+    NORMAL windows: the units in which ``feature_knn_residual`` adds them."""
+    from xrayscreen.model.bundle import ScoreSpec
+
+    own = bundle.score
+    out: dict[str, float] = {}
+    try:
+        for kind, key in (("feature_knn", "knn_scale"), ("residual", "res_scale")):
+            bundle.score = ScoreSpec(kind=kind, norm=own.norm, params=dict(own.params))
+            s = score_windows(bundle, windows, device).astype(np.float64)
+            q1, q3 = np.percentile(s, [25, 75])
+            out[key] = float(max((q3 - q1) / 1.349, 1e-9))
+    finally:
+        bundle.score = own
+    return out
+
+
 def calibrate_bundle(
     bundle: ModelBundle,
     windows: WindowSet,

@@ -20,7 +20,8 @@ KEEP_CHOICES = ("final", "best_val")
 # two-timescale learning rates and reset of a stuck D, read by
 # ``xrayscreen.training.research.ResearchTrainer``), the ``-log`` RGB input, and as the
 # score the k-NN distance of G_E's level-2 features to a memory of normal training
-# windows (``feature_knn``), normalised per scan (``robust_z``). The dataclass defaults
+# windows plus the reconstruction residual (``feature_knn_residual``), normalised per
+# scan (``robust_z``). The dataclass defaults
 # stay the paper's configuration (the MNIST Table 1 reproduction relies on them).
 XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "d_loss": "hinge",
@@ -31,7 +32,7 @@ XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
 XRAY_DEFAULTS: dict[str, Any] = {
     "representation": "rgb_attenuation",
     "spectral_norm_d": True,
-    "score_kind": "feature_knn",
+    "score_kind": "feature_knn_residual",
     "bank_level": 2,
     "bank_k": 5,
     "scan_norm": "robust_z",
@@ -156,7 +157,7 @@ class TrainConfig:
             raise ConfigError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
         if self.scan_norm not in ("none", "robust_z"):
             raise ConfigError(f"scan_norm must be 'none' or 'robust_z', got {self.scan_norm!r}")
-        if self.score_kind == "feature_knn" and not (
+        if self.score_kind in ("feature_knn", "feature_knn_residual") and not (
             self.bank_level >= 1 and self.bank_k >= 1 and self.bank_size >= self.bank_k
         ):
             raise ConfigError(

@@ -30,10 +30,11 @@ def default_config(**changes) -> TrainConfig:
     (generator + discriminator) under 5 MB (ngf 32 would be 8 MB); bf16 autocast and
     64 windows per bag keep training to minutes on a laptop CPU.
     """
-    base = TrainConfig(
+    # The X-ray configuration chosen by the issue-7 ablation (TrainConfig.xray(): stable
+    # D, -log RGB input, feature_knn score normalised per scan), at a small size.
+    base = TrainConfig.xray(
         window=64,
         stride=32,
-        representation="rgb",
         longer_side=800,
         ngf=24,
         ndf=16,

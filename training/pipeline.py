@@ -27,7 +27,7 @@ from xrayscreen.errors import BundleError
 from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
 
 from . import ddp
-from .calibrate import calibrate_bundle, fit_feature_bank
+from .calibrate import calibrate_bundle, fit_component_scales, fit_feature_bank
 from .config import TrainConfig
 from .data import (
     LoadProgress,
@@ -207,7 +207,7 @@ def iter_train(
                 "calibrate",
                 message="calibrating on held-out normal windows",
             )
-            if cfg.score_kind == "feature_knn":
+            if cfg.score_kind in ("feature_knn", "feature_knn_residual"):
                 # The memory: embeddings of the TRAINING windows (never the held-out
                 # ones, which calibrate the score below).
                 bundle.feature_bank = fit_feature_bank(
@@ -221,6 +221,11 @@ def iter_train(
                 )
                 bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
             cal_windows = split.val if len(split.val) >= 2 else split.train
+            if cfg.score_kind == "feature_knn_residual":
+                bundle.score.params = {
+                    **bundle.score.params,
+                    **fit_component_scales(bundle, cal_windows, device),
+                }
             bundle.calibration, _ = calibrate_bundle(
                 bundle, cal_windows, cfg.target_window_far, device
             )

@@ -159,3 +159,18 @@ def test_feature_kind_without_context_is_a_clear_error():
         out = g(x)
     with pytest.raises(ConfigError, match="feature bank"):
         score_kinds.compute(spec, x, out)
+
+
+def test_memory_plus_residual_kind_by_hand(tmp_path):
+    b = _bank_bundle(tmp_path)
+    b.score = ScoreSpec(
+        kind="feature_knn_residual",
+        params={**b.feature_bank.params(), "knn_scale": 0.5, "res_scale": 0.25, "res_weight": 2.0},
+    )
+    x = (torch.rand(20, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    got = ScoringEngine(b, "cpu", autocast="off", batch=8).score_windows(x, residual=False)
+    with torch.no_grad():
+        x_hat = b.generator(x).x_hat
+    res = (x - x_hat).abs().flatten(1).mean(1)
+    expect = _by_hand(b, x) / 0.5 + 2.0 * res / 0.25
+    torch.testing.assert_close(got.latent, expect, rtol=1e-4, atol=1e-4)

@@ -85,7 +85,7 @@ def needs_features(spec: Any) -> bool:
     return getattr(spec, "kind", "latent") in FEATURE_KINDS
 
 
-FEATURE_KINDS = frozenset({"feature_knn"})
+FEATURE_KINDS = frozenset({"feature_knn", "feature_knn_residual"})
 
 
 def compute(
@@ -134,6 +134,22 @@ def feature_knn(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any
             "bank; this model file has no feature bank or the caller did not pass it"
         )
     return bank.score(fmap)
+
+
+@register("feature_knn_residual")
+def feature_knn_residual(
+    x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
+) -> torch.Tensor:
+    """Feature-memory distance plus GANomaly's reconstruction residual, each divided by
+    its spread on held-out normal windows (params ``knn_scale``, ``res_scale``, fitted
+    at training) and the residual weighted by ``res_weight`` (default 1): two kinds of
+    evidence, one learned by the generator, one from the memory of normal windows."""
+    knn = feature_knn(x, outputs, params).float()
+    res = residual(x, outputs, params).float()
+    ks = float(params.get("knn_scale", 1.0))
+    rs = float(params.get("res_scale", 1.0))
+    w = float(params.get("res_weight", 1.0))
+    return knn / max(ks, 1e-12) + w * res / max(rs, 1e-12)
 
 
 # Research kinds (issue 7: residual_pool, edge_excess, density_conditional, density_combined)

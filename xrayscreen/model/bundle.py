@@ -372,7 +372,7 @@ def _assemble(
         discriminator.to(device).eval()
     generator.to(device).eval()
     bank = None
-    if score.kind == "feature_knn":
+    if score.kind in ("feature_knn", "feature_knn_residual"):
         try:
             bank = FeatureBank.from_tensors(tensors, score.params)
         except ConfigError as exc:
