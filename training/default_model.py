@@ -5,7 +5,8 @@ own simulated dual-energy bags (never from research-licensed data).
 
 The bags are simulated by :func:`xrayscreen.imaging.simulator.simulate_bag` with seeds
 ``SEED0 .. SEED0 + bags - 1`` (no threats), rendered to false-colour RGB by the
-simulator, and trained on in the RGB representation at the SIXray working scale
+simulator, and trained with the X-ray configuration (``TrainConfig.xray()``: -log RGB
+input, feature-memory + residual score normalised per scan) at the SIXray working scale
 (longer side 800 px), so the model accepts every kind of scan the readers open.
 """
 
@@ -47,6 +48,7 @@ def default_config(**changes) -> TrainConfig:
         half_weights=True,
         seed=0,
         device="cpu",
+        bank_size=1500,  # the feature memory: ~0.3 MB in float16, keeps the bundle < 5 MB
     )
     return base.replace(**changes)
 

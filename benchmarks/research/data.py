@@ -85,6 +85,36 @@ def load_rgb(name: str) -> np.ndarray:
     return out
 
 
+def load_rgb_resampled(name: str, seed: int) -> np.ndarray:
+    """A benign bag put through the threat scans' path, at the working scale.
+
+    The threat scans were stored at longer side 650-880 px (JPEG quality 75, like the
+    benign ones, which are 910-1520 px): at the working scale they keep their JPEG
+    texture (factor ~1 or enlarged), while benign scans are area-shrunk by ~0.65, which
+    averages it away. This re-creates the threat path on a benign bag: area-resize to a
+    random longer side in [650, 880], JPEG-encode at quality 75, decode, then the
+    working-scale resize. Content stays benign; only the processing changes. Cached.
+    """
+    rng = np.random.default_rng([seed, int(name.lstrip("NP"))])
+    side = int(rng.integers(650, 881))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached = CACHE / f"{name}_rs{side}.npy"
+    if cached.exists():
+        return np.load(cached)
+    folder = DATA / ("normal" if name.startswith("N") else "threat/images")
+    bgr = cv2.imread(str(folder / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(folder / f"{name}.jpg")
+    f = side / max(bgr.shape[:2])
+    small = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert ok
+    rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    out = np.ascontiguousarray(resize(rgb, SCALE.factor(rgb.shape[:2])))
+    np.save(cached, out)
+    return out
+
+
 def boxes(name: str, shape: tuple[int, int]) -> list[tuple[int, float, float, float, float]]:
     """YOLO boxes of a threat bag in pixels of the resized image: (class, x0, y0, x1, y1)."""
     path = DATA / "threat" / "labels_yolo" / f"{name}.txt"
@@ -127,9 +157,13 @@ class BagWindows:
     keep_index: np.ndarray  # indices into the full grid
 
 
-def bag_windows(name: str, representation: str, stride: int, offset: int = 0) -> BagWindows:
-    """Cut the protocol windows of one bag, drop empty belt, label against boxes."""
-    rgb = load_rgb(name)
+def bag_windows(
+    name: str, representation: str, stride: int, offset: int = 0, resampled: int | None = None
+) -> BagWindows:
+    """Cut the protocol windows of one bag, drop empty belt, label against boxes.
+
+    ``resampled``: a seed -> the bag through :func:`load_rgb_resampled` (benign only)."""
+    rgb = load_rgb(name) if resampled is None else load_rgb_resampled(name, resampled)
     if offset:
         rgb = rgb[offset:, offset:]
     h, w = rgb.shape[:2]

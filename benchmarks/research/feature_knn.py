@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a-bags", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--random-init", action="store_true", help="control: untrained weights")
+    p.add_argument(
+        "--bank-resampled",
+        action="store_true",
+        help="add the bank bags resampled through the threat scans' path to the memory",
+    )
     p.add_argument("--calib-bags", type=int, default=10)
     p.add_argument("--results", default=str(R.REPO / "runs" / "research.jsonl"))
     args = p.parse_args(argv)
@@ -152,9 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             netd,
             torch.cat([D.bag_windows(n, a.representation, 64).x for n in sp.train[:20]]),
         )
-    bank_x = torch.cat(
-        [D.bag_windows(n, a.representation, args.bank_stride).x for n in sp.train[: args.bank_bags]]
-    )
+    bank_names = sp.train[: args.bank_bags]
+    bank_x = torch.cat([D.bag_windows(n, a.representation, args.bank_stride).x for n in bank_names])
+    if args.bank_resampled:
+        # Same bags once more through the threat scans' storage path (data.py).
+        extra = [
+            D.bag_windows(n, a.representation, args.bank_stride, resampled=0).x for n in bank_names
+        ]
+        bank_x = torch.cat([bank_x, *extra])
     if len(bank_x) > args.bank_max:
         bank_x = bank_x[torch.from_numpy(rng.choice(len(bank_x), args.bank_max, replace=False))]
     bank = embed(netg, netd, bank_x)
@@ -208,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("floor_maxdens", "rec_mean") or name.startswith("knn5_"):
             metrics[f"bagnorm_{name}"] = M.evaluate(bag_norm(sc, raw["bag"]), raw)
     saved = {**raw, **metrics_scores}
-    np.savez_compressed(D.CACHE / "scores" / f"knn_{args.tag}_{args.split}.npz", **saved)
+    tag = (
+        f"{args.tag}@knn_{args.split}_s{args.stride}"
+        + ("_randinit" if args.random_init else "")
+        + ("_bankrs" if args.bank_resampled else "")
+    )
+    np.savez_compressed(D.CACHE / "scores" / f"{tag}.npz", **saved)
     result = {
-        "tag": f"{args.tag}@knn_{args.split}_s{args.stride}"
-        + ("_randinit" if args.random_init else ""),
+        "tag": tag,
         "model_tag": args.tag,
         "threat_split": args.split,
         "bank_windows": len(bank["z"]),

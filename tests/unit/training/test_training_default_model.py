@@ -1,5 +1,5 @@
-"""The bundled default model: present, small, safe to load, calibrated, RGB at 800 px, and
-it scores the bundled demo scans."""
+"""The bundled default model: present, small, safe to load, calibrated, the X-ray
+configuration at 800 px, and it scores the bundled demo scans."""
 
 from __future__ import annotations
 
@@ -21,14 +21,18 @@ def test_default_model_is_small_and_complete():
     meta = json.loads((BUNDLE / META).read_text())
     assert meta["weights"]["dtype"] == "float16" and meta["weights"]["has_discriminator"]
     b = load_bundle(BUNDLE, with_discriminator=True)
-    assert b.input.representation == "rgb" and b.input.scale.longer_side == 800
+    assert b.input.representation == "rgb_attenuation" and b.input.scale.longer_side == 800
+    # The issue-7 X-ray configuration: memory + residual score, normalised per scan.
+    assert b.score.kind == "feature_knn_residual" and b.score.params["scan_norm"] == "robust_z"
+    assert b.feature_bank is not None and len(b.feature_bank.memory) <= 1500
     assert b.input.window == 64 and b.config.nc == 3
     assert b.calibration is not None and b.calibration.n_windows > 100
     assert b.training["calibration_source"] == "validation"
     # Trained with the documented regenerating settings.
     cfg = b.training["config"]
     expected = default_config().to_dict()
-    for key in ("ngf", "ndf", "nz", "window", "stride", "representation", "lr", "seed"):
+    keys = ("ngf", "ndf", "nz", "window", "stride", "representation", "lr", "seed", "score_kind")
+    for key in (*keys, "scan_norm", "bank_level", "bank_k", "bank_size", "research"):
         assert cfg[key] == expected[key], key
     assert len(b.provenance["data_fingerprint"]) == 64
 
