@@ -345,3 +345,13 @@ def test_thousands_of_threshold_moves_do_not_abort(qtbot, window, scan_folder):
         assert sys.getrefcount(None) > 2**39
     else:
         assert sys.getrefcount(None) >= before - 10
+
+
+def test_map_choice_names_the_models_own_score(qtbot, window, tiny_bundle):
+    from xrayscreen.model.bundle import ScoreSpec
+
+    assert window.heat_panel.kind.itemText(0) == "Latent |z - ẑ| (paper)"
+    tiny_bundle.score = ScoreSpec(kind="residual", params={"scan_norm": "robust_z"})
+    window.set_bundle(tiny_bundle, rescore=False)
+    assert window.heat_panel.kind.itemText(0) == "Residual score, per scan"
+    assert window.heat_panel.kind.itemData(0) == "latent"  # still the engine's score map

@@ -531,6 +531,11 @@ class MainWindow(QMainWindow):
             show_error(self, "Cannot use this model", exc)
             return
         self.bundle, self.engine = bundle, engine
+        spec = getattr(bundle, "score", None)
+        params = getattr(spec, "params", None) or {}
+        self.heat_panel.set_score_label(
+            str(getattr(spec, "kind", "latent")), params.get("scan_norm", "none") != "none"
+        )
         cal = getattr(bundle, "calibration", None)
         if cal is not None:
             self.threshold_panel.slider.setValue(float(cal.default_threshold))

@@ -105,6 +105,19 @@ class HeatPanel(QGroupBox):
     def map_kind(self) -> str:
         return str(self.kind.currentData())
 
+    def set_score_label(self, kind: str, per_scan: bool = False) -> None:
+        """Name the first map after the model's own score kind (the engine's score map)."""
+        names = {
+            "latent": "Latent |z - ẑ| (paper)",
+            "residual": "Residual score",
+            "feature_knn": "Feature memory",
+            "feature_knn_residual": "Feature memory + residual",
+        }
+        text = names.get(kind, f"Model score ({kind})")
+        if per_scan:
+            text += ", per scan"
+        self.kind.setItemText(0, text)
+
 
 class ThresholdPanel(QGroupBox):
     """The threshold in calibrated units and what it means in false alarms."""
