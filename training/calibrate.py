@@ -16,7 +16,7 @@ from xrayscreen.errors import ConfigError
 from xrayscreen.inference import scan_norm
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
-from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
+from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
 from xrayscreen.model.score import latent_score
 
 from .data import WindowSet, decode
@@ -98,7 +98,7 @@ def fit_feature_bank(
     try:
         for i in range(0, len(idx), batch):
             x = decode(windows.data[torch.from_numpy(idx[i : i + batch])]).to(device)
-            fmap = encoder_map(gen.encoder1.body, x, level)
+            fmap = encoder_map(encoder_body(gen), x, level)
             emb.append(pool(fmap).cpu())
     finally:
         gen.train(was)

@@ -164,6 +164,14 @@ class TrainConfig:
                 "feature_knn needs bank_level >= 1, bank_k >= 1 and bank_size >= bank_k "
                 f"(got {self.bank_level}, {self.bank_k}, {self.bank_size})"
             )
+        if (
+            self.score_kind in ("feature_knn", "feature_knn_residual")
+            and self.research.get("generator", "dcgan") != "dcgan"
+        ):
+            raise ConfigError(
+                f"score kind {self.score_kind} needs the DCGAN generator (G_E's features); "
+                f"got generator {self.research.get('generator')!r}"
+            )
         if not 0.0 < self.target_window_far < 1.0:
             raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
         self.model_config()  # architecture checks (ngf even, ...)

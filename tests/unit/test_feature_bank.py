@@ -174,3 +174,23 @@ def test_memory_plus_residual_kind_by_hand(tmp_path):
     res = (x - x_hat).abs().flatten(1).mean(1)
     expect = _by_hand(b, x) / 0.5 + 2.0 * res / 0.25
     torch.testing.assert_close(got.latent, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_generator_with_a_feature_kind_is_a_clear_error():
+    from xrayscreen.model.variants import build_generator as build_variant
+    from xrayscreen.training.config import TrainConfig
+
+    cfg = GANomalyConfig(isize=64, ngf=8, ndf=8, nz=16, extras={"generator": "unet"})
+    bank = FeatureBank.fit(torch.randn(50, 32), level=2, k=3)
+    b = ModelBundle(
+        config=cfg,
+        generator=build_variant(cfg).eval(),
+        input=InputSpec(scale=WorkingScale()),
+        score=ScoreSpec(kind="feature_knn", params=bank.params()),
+        feature_bank=bank,
+    )
+    for compile_ in (False, True):
+        with pytest.raises(ConfigError, match="G_E body"):
+            ScoringEngine(b, "cpu", autocast="off", compile=compile_)
+    with pytest.raises(ConfigError, match="DCGAN generator"):
+        TrainConfig.xray(research={"generator": "unet"})

@@ -33,7 +33,7 @@ from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference import scan_norm
 from xrayscreen.inference.windows import WindowGrid, fold_mean
-from xrayscreen.model.feature_bank import encoder_map
+from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
 
 @dataclass
@@ -204,7 +204,7 @@ class ModelScorer:
             )
         if self._bank is None:
             self._bank = bank.to(self.device)
-        fmap = encoder_map(net.encoder1.body, xb, bank.level)
+        fmap = encoder_map(encoder_body(net), xb, bank.level)
         return {"feature_map": fmap, "bank": self._bank}
 
     @torch.inference_mode()

@@ -374,9 +374,11 @@ class ScoringEngine:
             raise ConfigError("this model's score kind is 'feature_knn' but it has no feature bank")
         self._bank = bank.to(self.device)
         if not self.compiled:
-            body = self._forward_module.encoder1.body
+            body = feature_bank.encoder_body(self._forward_module)
             tap = body[feature_bank.tap_index(body, bank.level)]
             self._tap_hook = tap.register_forward_hook(lambda _m, _inp, out: self._tap.append(out))
+        else:  # recomputed per batch: check now that the generator has the level
+            feature_bank.tap_index(feature_bank.encoder_body(self.generator), bank.level)
 
     def _feature_context(self, xm: torch.Tensor, n: int) -> dict[str, Any] | None:
         if self._bank is None:
@@ -384,7 +386,7 @@ class ScoringEngine:
         if self._tap:
             fmap = self._tap[0][:n]  # the first hook call is G_E (encoder1)
         else:
-            body = self.generator.encoder1.body
+            body = feature_bank.encoder_body(self.generator)
             fmap = feature_bank.encoder_map(body, xm[:n], self._bank.level)
         self._tap.clear()
         return {"feature_map": fmap, "bank": self._bank}

@@ -56,6 +56,22 @@ def tap_index(body: nn.Sequential, level: int) -> int:
     raise ConfigError(f"the encoder has {seen} activation levels; feature level {level} asked")
 
 
+def encoder_body(generator: nn.Module) -> nn.Sequential:
+    """G_E's convolutional body (``generator.encoder1.body``).
+
+    Raises:
+        ConfigError: for generators without one (the U-Net variant encodes through its
+            skip path), which the feature-memory scores cannot use.
+    """
+    body = getattr(getattr(generator, "encoder1", None), "body", None)
+    if not isinstance(body, nn.Sequential):
+        raise ConfigError(
+            f"{type(generator).__name__} has no G_E body (encoder1.body); the feature-memory "
+            "scores need the DCGAN GANomaly generator"
+        )
+    return body
+
+
 def encoder_map(body: nn.Sequential, x: torch.Tensor, level: int) -> torch.Tensor:
     """Run ``body`` up to the ``level``-th activation and return that feature map."""
     stop = tap_index(body, level)
