@@ -164,6 +164,12 @@ class TrainConfig:
                 "feature_knn needs bank_level >= 1, bank_k >= 1 and bank_size >= bank_k "
                 f"(got {self.bank_level}, {self.bank_k}, {self.bank_size})"
             )
+        levels = int(self.window).bit_length() - 3  # G_E activations: 64 px -> 4 (32..4 px)
+        if self.score_kind in ("feature_knn", "feature_knn_residual") and self.bank_level > levels:
+            raise ConfigError(
+                f"bank_level {self.bank_level} does not exist for {self.window} px windows "
+                f"(the encoder has {levels} activation levels)"
+            )
         if (
             self.score_kind in ("feature_knn", "feature_knn_residual")
             and self.research.get("generator", "dcgan") != "dcgan"
