@@ -172,3 +172,25 @@ def test_model_scorer_matches_engine_scorer(tmp_path, folder):
     b = ModelScorer(bundle, ["latent", "residual"]).score(ds.scans[0])
     for k in ("latent", "residual"):
         assert np.allclose(a[k].window, b[k].window, rtol=2e-2, atol=2e-3)
+
+
+def test_engine_scorer_applies_the_bundles_scan_normalisation(tmp_path, folder):
+    """A per-scan-normalised bundle: evaluate scores what the product shows."""
+    from xrayscreen.model.bundle import ScoreSpec
+
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        [], sorted(threat.glob("P*.png")), AnnotationSource(labels), progress=False
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    bundle.score = ScoreSpec(kind="latent", params={"scan_norm": "robust_z"})
+    scan = ds.scans[0]
+    mine = EngineScorer(bundle).score(scan)
+    ref = ScoringEngine(bundle, "cpu").score_scan_sync(scan.scan, stride=16)
+    fg = ~ref.background
+    assert fg.sum() >= 16
+    np.testing.assert_allclose(mine["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
+    assert abs(float(np.median(mine["latent"].window[fg]))) < 1e-3
+    assert np.allclose(mine["latent"].heat, ref.latent_map, atol=1e-3)
+    b = ModelScorer(bundle, ["latent"]).score(scan)
+    np.testing.assert_allclose(b["latent"].window[fg], ref.window_scores[fg], atol=5e-2)

@@ -269,7 +269,8 @@ class EngineScorer:
     exactly the protocol windows (non-belt windows of the protocol image, padded
     with the representation's air value, as the engine pads). One forward gives:
 
-    * ``<kind>`` (the bundle's own score kind, e.g. ``latent``): raw window scores;
+    * ``<kind>`` (the bundle's own score kind, e.g. ``latent``): raw window scores,
+      normalised per scan when the bundle says so (``scan_norm``), as the engine does;
       heat map = calibrated window scores folded by overlap mean, belt windows at
       the calibration's minimum (the engine's ``latent_map``);
     * ``residual``: mean reconstruction residual |x - x_hat| over the window; heat
@@ -330,7 +331,10 @@ class EngineScorer:
         pix = torch.zeros((n, grid.window, grid.window))
         if len(idx):
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
-            raw[idx] = out.latent.float().cpu()
+            # The bundle's per-scan normalisation over this scan's scored windows, as
+            # the engine applies it to a whole scan (score_windows alone does not).
+            own = out.latent.float().cpu()
+            raw[idx] = scan_norm.normalise(self.bundle.score, own) if len(idx) else own
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)
