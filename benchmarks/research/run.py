@@ -58,6 +58,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-loss", default="bce", choices=["bce", "hinge"])
     p.add_argument("--sn-d", action="store_true")
     p.add_argument("--reset-stuck", action="store_true", help="reset D when its loss is stuck")
+    p.add_argument(
+        "--windowed-reset",
+        action="store_true",
+        help="paper's reset threshold on the mean of the last 50 D losses, not one batch",
+    )
     p.add_argument("--w-adv", type=float, default=1.0)
     p.add_argument("--w-con", type=float, default=50.0)
     p.add_argument("--w-enc", type=float, default=1.0)
@@ -170,7 +175,12 @@ def train(a: argparse.Namespace, names: list[str]):
             # Paper rule: reset D when its loss is < 1e-5. The trial's collapse was a loss
             # stuck at a constant instead, which that rule never sees: detect both.
             stuck = len(d_hist) >= 50 and (max(d_hist[-50:]) - min(d_hist[-50:])) < 1e-4
-            if ld < 1e-5 or (a.reset_stuck and stuck):
+            # With a hinge loss one batch at exactly 0 is D winning by the margin, not a
+            # collapse: --windowed-reset applies the paper's threshold to the mean of the
+            # last 50 losses instead of a single batch.
+            level = float(np.mean(d_hist[-50:])) if a.windowed_reset else ld
+            full = len(d_hist) >= 50 or not a.windowed_reset
+            if (full and level < 1e-5) or (a.reset_stuck and stuck):
                 netd.apply(weights_init)
                 opt_d = torch.optim.Adam(netd.parameters(), lr=a.lr_d, betas=(0.5, 0.999))
                 resets += 1
