@@ -69,17 +69,22 @@ def splits() -> Splits:
     )
 
 
+def _read_bgr(name: str) -> np.ndarray:
+    """The bag's original JPEG as decoded BGR (``FileNotFoundError`` when unreadable)."""
+    folder = DATA / ("normal" if name.startswith("N") else "threat/images")
+    bgr = cv2.imread(str(folder / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(folder / f"{name}.jpg")
+    return bgr
+
+
 def load_rgb(name: str) -> np.ndarray:
     """The bag's RGB at the working scale (longer side 800), ``(H, W, 3)`` uint8, cached."""
     CACHE.mkdir(parents=True, exist_ok=True)
     cached = CACHE / f"{name}.npy"
     if cached.exists():
         return np.load(cached)
-    folder = DATA / ("normal" if name.startswith("N") else "threat/images")
-    bgr = cv2.imread(str(folder / f"{name}.jpg"), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(folder / f"{name}.jpg")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(_read_bgr(name), cv2.COLOR_BGR2RGB)
     out = np.ascontiguousarray(resize(rgb, SCALE.factor(rgb.shape[:2])))
     np.save(cached, out)
     return out
@@ -101,10 +106,7 @@ def load_rgb_resampled(name: str, seed: int) -> np.ndarray:
     cached = CACHE / f"{name}_rs{side}.npy"
     if cached.exists():
         return np.load(cached)
-    folder = DATA / ("normal" if name.startswith("N") else "threat/images")
-    bgr = cv2.imread(str(folder / f"{name}.jpg"), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(folder / f"{name}.jpg")
+    bgr = _read_bgr(name)
     f = side / max(bgr.shape[:2])
     small = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])
