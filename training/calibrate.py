@@ -143,20 +143,18 @@ def calibrate_bundle(
             "calibration needs held-out normal windows: use more scans or a larger val_fraction"
         )
     scores = score_windows(bundle, windows, device)
+    idxs = [idx.numpy() for idx in windows.per_scan() if len(idx)]
     if scan_norm.method_of(bundle.score) != "none":
         # Per-scan normalisation (ScoreSpec.params["scan_norm"]): the fallback statistics
         # for tiny scans come from these held-out scans, then each scan's windows are
         # normalised among themselves, exactly as the engine does on a whole scan.
-        idxs = [idx.numpy() for idx in windows.per_scan()]
         bundle.score.params = {
             **bundle.score.params,
-            **scan_norm.reference([scores[i] for i in idxs if len(i)]),
+            **scan_norm.reference([scores[i] for i in idxs]),
         }
         normed = np.empty_like(scores)
         for i in idxs:
-            if len(i):
-                normed[i] = scan_norm.normalise(bundle.score, torch.from_numpy(scores[i])).numpy()
+            normed[i] = scan_norm.normalise(bundle.score, torch.from_numpy(scores[i])).numpy()
         scores = normed
-    per_scan = [scores[idx.numpy()] for idx in windows.per_scan()]
-    cal = Calibration.fit(scores, target_window_far, scan_scores=[s for s in per_scan if s.size])
+    cal = Calibration.fit(scores, target_window_far, scan_scores=[scores[i] for i in idxs])
     return cal, scores

@@ -10,6 +10,8 @@ from typing import Any
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
+from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
+from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GANomalyConfig, validate_isize
 from xrayscreen.model.losses import LossWeights
 
@@ -155,32 +157,32 @@ class TrainConfig:
             raise ConfigError(f"enc_norm must be 'l1' or 'l2', got {self.enc_norm!r}")
         if self.keep not in KEEP_CHOICES:
             raise ConfigError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
-        if self.scan_norm not in ("none", "robust_z"):
-            raise ConfigError(f"scan_norm must be 'none' or 'robust_z', got {self.scan_norm!r}")
-        if self.score_kind in ("feature_knn", "feature_knn_residual") and not (
-            self.bank_level >= 1 and self.bank_k >= 1 and self.bank_size >= self.bank_k
-        ):
+        if self.scan_norm not in SCAN_NORMS:
+            raise ConfigError(f"scan_norm must be one of {SCAN_NORMS}, got {self.scan_norm!r}")
+        if self.score_kind in FEATURE_KINDS:
+            self._validate_feature_memory()
+        if not 0.0 < self.target_window_far < 1.0:
+            raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
+        self.model_config()  # architecture checks (ngf even, ...)
+
+    def _validate_feature_memory(self) -> None:
+        """Settings of the feature-memory score kinds, refused before any training."""
+        if not (self.bank_level >= 1 and self.bank_k >= 1 and self.bank_size >= self.bank_k):
             raise ConfigError(
                 "feature_knn needs bank_level >= 1, bank_k >= 1 and bank_size >= bank_k "
                 f"(got {self.bank_level}, {self.bank_k}, {self.bank_size})"
             )
         levels = int(self.window).bit_length() - 3  # G_E activations: 64 px -> 4 (32..4 px)
-        if self.score_kind in ("feature_knn", "feature_knn_residual") and self.bank_level > levels:
+        if self.bank_level > levels:
             raise ConfigError(
                 f"bank_level {self.bank_level} does not exist for {self.window} px windows "
                 f"(the encoder has {levels} activation levels)"
             )
-        if (
-            self.score_kind in ("feature_knn", "feature_knn_residual")
-            and self.research.get("generator", "dcgan") != "dcgan"
-        ):
+        if self.research.get("generator", "dcgan") != "dcgan":
             raise ConfigError(
                 f"score kind {self.score_kind} needs the DCGAN generator (G_E's features); "
                 f"got generator {self.research.get('generator')!r}"
             )
-        if not 0.0 < self.target_window_far < 1.0:
-            raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
-        self.model_config()  # architecture checks (ngf even, ...)
 
     # -- derived views ---------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ import torch
 
 from xrayscreen.errors import BundleError
 from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
+from xrayscreen.model.feature_bank import FEATURE_KINDS
 
 from . import ddp
 from .calibrate import calibrate_bundle, fit_component_scales, fit_feature_bank
@@ -207,7 +208,7 @@ def iter_train(
                 "calibrate",
                 message="calibrating on held-out normal windows",
             )
-            if cfg.score_kind in ("feature_knn", "feature_knn_residual"):
+            if cfg.score_kind in FEATURE_KINDS:
                 # The memory: embeddings of the TRAINING windows (never the held-out
                 # ones, which calibrate the score below).
                 bundle.feature_bank = fit_feature_bank(

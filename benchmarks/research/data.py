@@ -209,3 +209,15 @@ def bag_windows(
         grid_shape=(grid.rows, grid.cols),
         keep_index=keep,
     )
+
+
+def record(result: dict, results_path: str | os.PathLike[str]) -> None:
+    """Append ``result`` as one JSON line to the results file and print it (the
+    harness's output convention: a benchmark prints JSON)."""
+    import json
+
+    path = Path(results_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))

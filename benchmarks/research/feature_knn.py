@@ -19,7 +19,6 @@ appends a line to ``runs/research.jsonl``; metrics as in ``run.py`` (same pools)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -233,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_s": round(time.time() - t0, 1),
         "metrics": metrics,
     }
-    with open(args.results, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result) + "\n")
-    print(json.dumps(result, indent=1))
+    D.record(result, args.results)
     return 0
 
 

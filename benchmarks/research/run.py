@@ -334,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "metrics": M.all_metrics(raw),
     }
-    Path(a.results).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.results, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result) + "\n")
-    print(json.dumps(result, indent=1))
+    D.record(result, a.results)
     if a.also_test:
         import score_saved
 

@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_s": round(time.time() - t0, 1),
         "metrics": M.all_metrics(raw),
     }
-    with open(args.results, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result) + "\n")
-    print(json.dumps(result, indent=1))
+    D.record(result, args.results)
     return 0
 
 

@@ -333,8 +333,7 @@ class EngineScorer:
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
             # The bundle's per-scan normalisation over this scan's scored windows, as
             # the engine applies it to a whole scan (score_windows alone does not).
-            own = out.latent.float().cpu()
-            raw[idx] = scan_norm.normalise(self.bundle.score, own) if len(idx) else own
+            raw[idx] = scan_norm.normalise(self.bundle.score, out.latent.float().cpu())
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)

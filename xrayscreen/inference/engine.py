@@ -42,6 +42,7 @@ from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference import onednn, scan_norm, score_kinds
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
+from xrayscreen.inference.seq_rewrite import rewrite_sequentials
 from xrayscreen.inference.windows import (
     WindowGrid,
     axis_counts,
@@ -118,31 +119,18 @@ def _autocast_dtype(device: torch.device, autocast: str | bool | None) -> torch.
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm2d that directly follows a conv inside an
     ``nn.Sequential`` into that conv (in place). Saves a full memory pass per layer."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Sequential):
-            mods = list(child)
-            out: list[nn.Module] = []
-            i = 0
-            while i < len(mods):
-                m = mods[i]
-                nxt = mods[i + 1] if i + 1 < len(mods) else None
-                if (
-                    isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-                    and isinstance(nxt, nn.BatchNorm2d)
-                    and not nn.utils.parametrize.is_parametrized(m)
-                    and nxt.track_running_stats
-                ):
-                    out.append(
-                        fuse_conv_bn_eval(m, nxt, transpose=isinstance(m, nn.ConvTranspose2d))
-                    )
-                    i += 2
-                else:
-                    out.append(fuse_batchnorm(m))
-                    i += 1
-            setattr(module, name, nn.Sequential(*out))
-        else:
-            fuse_batchnorm(child)
-    return module
+
+    def rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int] | None:
+        if (
+            isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+            and isinstance(nxt, nn.BatchNorm2d)
+            and not nn.utils.parametrize.is_parametrized(m)
+            and nxt.track_running_stats
+        ):
+            return fuse_conv_bn_eval(m, nxt, transpose=isinstance(m, nn.ConvTranspose2d)), 2
+        return None
+
+    return rewrite_sequentials(module, rule)
 
 
 class _ConvAsLinear(nn.Module):

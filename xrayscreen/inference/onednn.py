@@ -20,6 +20,8 @@ import copy
 import torch
 from torch import nn
 
+from xrayscreen.inference.seq_rewrite import rewrite_sequentials
+
 _ACTS = (nn.LeakyReLU, nn.ReLU, nn.Tanh)
 
 
@@ -117,31 +119,14 @@ def _plain_conv(m: nn.Module) -> bool:
 def fuse_conv_activations(module: nn.Module, *, prepack: bool = True) -> nn.Module:
     """A copy of ``module`` with every conv (+ following activation) inside an
     ``nn.Sequential`` replaced by a :class:`FusedConv`. The input is not modified."""
-    out = copy.deepcopy(module)
-    _fuse_in_place(out, prepack)
-    return out
 
+    def rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int] | None:
+        if not _plain_conv(m):
+            return None
+        act = nxt if isinstance(nxt, _ACTS) else None
+        return FusedConv(m, act, prepack=prepack), 2 if act is not None else 1
 
-def _fuse_in_place(module: nn.Module, prepack: bool) -> None:
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Sequential):
-            mods = list(child)
-            new: list[nn.Module] = []
-            i = 0
-            while i < len(mods):
-                m = mods[i]
-                nxt = mods[i + 1] if i + 1 < len(mods) else None
-                if _plain_conv(m):
-                    act = nxt if isinstance(nxt, _ACTS) else None
-                    new.append(FusedConv(m, act, prepack=prepack))
-                    i += 2 if act is not None else 1
-                else:
-                    _fuse_in_place(m, prepack)
-                    new.append(m)
-                    i += 1
-            setattr(module, name, nn.Sequential(*new))
-        else:
-            _fuse_in_place(child, prepack)
+    return rewrite_sequentials(copy.deepcopy(module), rule)
 
 
 def verify(plain: nn.Module, fused: nn.Module, x: torch.Tensor, *, tol: float) -> float:

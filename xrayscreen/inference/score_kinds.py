@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from xrayscreen.errors import ConfigError
+from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GeneratorOutput
 from xrayscreen.model.score import latent_score
 
@@ -83,9 +84,6 @@ def needs_features(spec: Any) -> bool:
     """True when the kind needs an encoder feature map and a feature bank
     (``context`` of :func:`compute`), i.e. ``feature_knn``."""
     return getattr(spec, "kind", "latent") in FEATURE_KINDS
-
-
-FEATURE_KINDS = frozenset({"feature_knn", "feature_knn_residual"})
 
 
 def compute(

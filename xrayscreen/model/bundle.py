@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.model.calibration import Calibration
-from xrayscreen.model.feature_bank import FeatureBank
+from xrayscreen.model.feature_bank import FEATURE_KINDS, FeatureBank
 from xrayscreen.model.ganomaly import (
     Discriminator,
     GANomalyConfig,
@@ -372,7 +372,7 @@ def _assemble(
         discriminator.to(device).eval()
     generator.to(device).eval()
     bank = None
-    if score.kind in ("feature_knn", "feature_knn_residual"):
+    if score.kind in FEATURE_KINDS:
         try:
             bank = FeatureBank.from_tensors(tensors, score.params)
         except ConfigError as exc:

@@ -20,7 +20,7 @@ Everything here is plain tensors: the memory is stored in the bundle's safetenso
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from torch import nn
 from xrayscreen.errors import ConfigError
 
 PREFIX = "bank."
+# Score kinds that need a feature memory in the bundle and G_E's map at score time.
+FEATURE_KINDS = frozenset({"feature_knn", "feature_knn_residual"})
 
 
 def _is_activation(m: nn.Module) -> bool:
@@ -104,6 +106,10 @@ class FeatureBank:
     std: torch.Tensor
     level: int = 2
     k: int = 5
+    # Search form of the memory per device (transposed, squared norms), made on first use.
+    _search: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(
@@ -174,12 +180,11 @@ class FeatureBank:
     def _search_form(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory transposed ``(D, M)`` and its squared norms ``(M,)`` on ``device``,
         made once per device (the memory never changes after fitting)."""
-        cache = self.__dict__.setdefault("_search_cache", {})
         key = str(device)
-        if key not in cache:
+        if key not in self._search:
             mem = self.memory.to(device, torch.float32)
-            cache[key] = (mem.t().contiguous(), (mem * mem).sum(dim=1))
-        return cache[key]
+            self._search[key] = (mem.t().contiguous(), (mem * mem).sum(dim=1))
+        return self._search[key]
 
     # -- storage -------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
