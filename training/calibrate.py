@@ -4,15 +4,21 @@ each held-out scan's peak (for bag-level false-alarm rates at any threshold).
 
 Scores come from the scoring engine when it is available (so calibration and
 screening compute the score the same way); otherwise from the model's latent
-score directly, in eval mode.
+score directly, in eval mode. A score with spatial context
+(:mod:`xrayscreen.inference.context`) depends on a window's neighbours, which cached
+windows do not keep: it is calibrated on whole held-out scans scored by the engine
+(:func:`calibrate_on_scans`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 from xrayscreen.errors import ConfigError
+from xrayscreen.imaging.scan import Scan
 from xrayscreen.inference import scan_norm
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
@@ -158,3 +164,39 @@ def calibrate_bundle(
         scores = normed
     cal = Calibration.fit(scores, target_window_far, scan_scores=[scores[i] for i in idxs])
     return cal, scores
+
+
+def calibrate_on_scans(
+    bundle: ModelBundle,
+    scans: Iterable[Scan],
+    target_window_far: float,
+    device: torch.device,
+    stride: int = 16,
+) -> Calibration:
+    """Fit :class:`Calibration` on whole held-out NORMAL scans scored by the engine.
+
+    For scores that need a window's neighbours (spatial context): every non-background
+    window of each scan, at the product's default scoring stride, after the bundle's
+    per-scan normalisation and context -- exactly the numbers the engine calibrates
+    when screening. The bundle's scan-normalisation reference must already be set.
+
+    Raises:
+        ConfigError: with fewer than 2 scored windows.
+    """
+    from xrayscreen.inference.engine import ScoringEngine
+
+    own = bundle.calibration
+    bundle.calibration = None  # the engine then returns uncalibrated scores
+    per_scan: list[np.ndarray] = []
+    try:
+        engine = ScoringEngine(bundle, device)
+        for scan in scans:
+            r = engine.score_scan_sync(scan, stride=stride)
+            fg = ~r.background
+            if fg.any():
+                per_scan.append(r.window_scores[fg].astype(np.float64))
+    finally:
+        bundle.calibration = own
+    if sum(len(p) for p in per_scan) < 2:
+        raise ConfigError("calibration needs held-out normal scans with scored windows")
+    return Calibration.fit(np.concatenate(per_scan), target_window_far, scan_scores=per_scan)

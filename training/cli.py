@@ -42,13 +42,20 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "score_kind": (
         "score_kind",
         str,
-        "anomaly score: latent (the paper's), residual, feature_knn (G_E features vs a "
-        "memory of normal training windows)",
+        "anomaly score: latent (the paper's), residual, residual_excess (attenuation the "
+        "reconstruction does not explain), feature_knn (G_E features vs a memory of normal "
+        "training windows), feature_knn_residual",
     ),
     "scan_norm": (
         "scan_norm",
         str,
         "per-scan score normalisation: none (default) or robust_z",
+    ),
+    "context_px": (
+        "context_px",
+        float,
+        "spatial context radius in working-scale px (0 = off): window evidence averaged "
+        "with its neighbours'",
     ),
     "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
     "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),

@@ -122,6 +122,33 @@ def list_sources(sources: Iterable[Source] | Source) -> list[Path | Scan]:
     return out
 
 
+def iter_scans_of(
+    sources: Iterable[Source] | Source, scan_ids: Sequence[str], scan_names: Sequence[str]
+) -> Iterator[Scan]:
+    """Read again the scans of ``sources`` that are ``scan_ids`` (e.g. a held-out split).
+
+    Files are picked by name first (``scan_names``) and kept only when their sha256 is
+    one of ``scan_ids``, so only those scans are read; unreadable or vanished files are
+    skipped (the caller decides what too few means).
+    """
+    want, names = set(scan_ids), set(scan_names)
+    seen: set[str] = set()
+    try:
+        items = list_sources(sources)
+    except ScanError:
+        return
+    for item in items:
+        if not isinstance(item, Scan) and names and Path(item).name not in names:
+            continue
+        try:
+            scan = item if isinstance(item, Scan) else read_scan(Path(item))
+        except ScanError:
+            continue
+        if scan.sha256 in want and scan.sha256 not in seen:
+            seen.add(scan.sha256)
+            yield scan
+
+
 # ------------------------------------------------------------------------- windows
 def scan_windows(scan: Scan, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
     """Non-belt windows of one scan as float32 ``(N, C, w, w)`` in [-1, 1], and the total count.

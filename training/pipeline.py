@@ -23,18 +23,24 @@ from typing import Any
 
 import torch
 
-from xrayscreen.errors import BundleError
+from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 
 from . import ddp
-from .calibrate import calibrate_bundle, fit_component_scales, fit_feature_bank
+from .calibrate import (
+    calibrate_bundle,
+    calibrate_on_scans,
+    fit_component_scales,
+    fit_feature_bank,
+)
 from .config import TrainConfig
 from .data import (
     LoadProgress,
     Source,
     WindowSet,
     iter_load_windows,
+    iter_scans_of,
     read_cache,
     split_by_scan,
     write_cache,
@@ -230,6 +236,8 @@ def iter_train(
             bundle.calibration, _ = calibrate_bundle(
                 bundle, cal_windows, cfg.target_window_far, device
             )
+            if cfg.context_px > 0:
+                _calibrate_context(bundle, cfg, normal_sources, cal_windows, device, result)
             bundle.training["calibration_source"] = result.calibration_source
             bundle.generator.cpu()
             bundle.discriminator.cpu()  # type: ignore[union-attr]
@@ -311,7 +319,7 @@ def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerp
         score=ScoreSpec(
             kind=cfg.score_kind,
             norm=cfg.score_norm,
-            params={"scan_norm": cfg.scan_norm} if cfg.scan_norm != "none" else {},
+            params=_score_params(cfg),
         ),
         training={
             "config": cfg.to_dict(),
@@ -385,3 +393,44 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
 def _finite(x: float) -> float | None:
     """JSON has no infinity; an unreachable threshold is reported as null."""
     return x if math.isfinite(x) else None
+
+
+def _score_params(cfg: TrainConfig) -> dict[str, Any]:
+    """The score settings a bundle carries from its training configuration."""
+    params: dict[str, Any] = {}
+    if cfg.scan_norm != "none":
+        params["scan_norm"] = cfg.scan_norm
+    if cfg.context_px > 0:
+        params["context_px"] = float(cfg.context_px)
+    if cfg.score_kind == "residual_excess":
+        from xrayscreen.inference.score_kinds import DENSER_SIGN
+
+        params["sign"] = DENSER_SIGN[cfg.representation]
+    return params
+
+
+def _calibrate_context(
+    bundle: ModelBundle,
+    cfg: TrainConfig,
+    sources: Iterable[Source] | Source,
+    cal_windows: WindowSet,
+    device: torch.device,
+    result: TrainResult,
+) -> None:
+    """Re-fit the calibration of a spatial-context score on whole held-out scans.
+
+    The window calibration above set the scan-normalisation reference; the context
+    average needs each window's neighbours, so the held-out scans are read again and
+    scored whole by the engine. Without them (pre-cut windows only) the window
+    calibration stays and the result says so.
+    """
+    scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
+    try:
+        bundle.calibration = calibrate_on_scans(bundle, scans, cfg.target_window_far, device)
+        bundle.training["calibration_context"] = "held-out scans scored whole"
+    except ConfigError:
+        result.warnings.append(
+            "spatial context: the held-out scans could not be read again, so the calibration "
+            "ignores the context (thresholds are conservative: fewer alarms than stated)"
+        )
+        bundle.training["calibration_context"] = "windows only (context ignored)"

@@ -51,9 +51,9 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.training["config"]["lr"] == 2e-4
     # Default preset = the X-ray configuration of issue 7 (two timescales, feature_knn).
     assert b.training["optimizer"]["lr_g"] == 1e-4 and b.training["optimizer"]["lr_d"] == 4e-4
-    assert b.score.kind == "feature_knn_residual" and b.score.params["scan_norm"] == "robust_z"
-    assert b.score.params["knn_scale"] > 0 and b.score.params["res_scale"] > 0
-    assert b.input.representation == "rgb_attenuation" and b.feature_bank is not None
+    assert b.score.kind == "residual_excess" and b.score.params["scan_norm"] == "robust_z"
+    assert b.score.params["context_px"] == 128.0 and b.score.params["sign"] == 1.0
+    assert b.input.representation == "rgb_attenuation" and b.feature_bank is None
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2
     assert not set(report["train_scans"]) & set(report["val_scans"])
@@ -128,7 +128,8 @@ def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_pat
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = [*TINY, "--score-kind", "feature_knn", "--bank-size", "150", "--bank-k", "3"]
-    args += ["--scan-norm", "none"]  # raw scores: comparable with score_windows below
+    # raw window scores, no context: comparable with score_windows below
+    args += ["--scan-norm", "none", "--context-px", "0"]
     assert main(["train", str(bags), "--out", str(out), *args]) == 0
     capsys.readouterr()
     b = load_bundle(out)
@@ -155,7 +156,8 @@ def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
 
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
-    assert main(["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]) == 0
+    args = ["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]
+    assert main([*args, "--context-px", "0"]) == 0  # the normalisation alone
     capsys.readouterr()
     b = load_bundle(out)
     p = b.score.params
@@ -178,3 +180,40 @@ def test_cli_paper_preset_is_the_published_configuration(tmp_path, capsys):
     assert b.training["optimizer"]["lr_g"] == b.training["optimizer"]["lr_d"] == 2e-4
     assert b.score.kind == "latent" and b.score.params == {} and b.feature_bank is None
     assert b.input.representation == "rgb" and b.training["config"]["research"] == {}
+
+
+def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
+    """``--context-px``: the bundle carries the radius, and its calibration holds exactly
+    the engine's scores of the held-out scans (normalised, context-averaged windows)."""
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = ["train", str(bags), "--out", str(out), *TINY, "--context-px", "48"]
+    assert main(args) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    assert b.score.params["context_px"] == 48.0
+    assert b.training["calibration_context"] == "held-out scans scored whole"
+    report = json.loads((out / "training_report.json").read_text())
+    held = [p for p in sorted(bags.glob("*.png")) if open_scan(p).sha256 in report["val_scans"]]
+    assert held, "the report names the held-out scans"
+    cal, b.calibration = b.calibration, None
+    eng = ScoringEngine(b, "cpu")
+    scores = []
+    for p in held:
+        r = eng.score_scan_sync(open_scan(p), stride=16)
+        scores.append(r.window_scores[~r.background])
+    assert cal.n_windows == sum(len(s) for s in scores)
+    assert len(cal.bag_maxima) == len(held)
+    top = max(float(s.max()) for s in scores)
+    assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+
+
+def test_cli_context_must_not_be_negative(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal")
+    assert (
+        main(["train", str(bags), "--out", str(tmp_path / "m"), *TINY, "--context-px", "-8"]) == 2
+    )
+    assert "context_px" in capsys.readouterr().err

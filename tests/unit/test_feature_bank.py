@@ -193,14 +193,15 @@ def test_unet_generator_with_a_feature_kind_is_a_clear_error():
         with pytest.raises(ConfigError, match="G_E body"):
             ScoringEngine(b, "cpu", autocast="off", compile=compile_)
     with pytest.raises(ConfigError, match="DCGAN generator"):
-        TrainConfig.xray(research={"generator": "unet"})
+        TrainConfig.xray(score_kind="feature_knn_residual", research={"generator": "unet"})
 
 
 def test_training_refuses_a_feature_level_the_window_does_not_have():
     from xrayscreen.training.config import TrainConfig
 
-    assert TrainConfig.xray(window=16).bank_level == 2  # 16 px: levels 1-2 exist
-    TrainConfig.xray(window=64, bank_level=4)
+    knn = TrainConfig.xray(score_kind="feature_knn_residual", window=16)
+    assert knn.bank_level == 2  # 16 px: levels 1-2 exist
+    knn.replace(window=64, bank_level=4)
     for changes in ({"window": 8}, {"window": 64, "bank_level": 5}):
         with pytest.raises(ConfigError, match="activation levels"):
-            TrainConfig.xray(**changes)
+            knn.replace(**changes)

@@ -211,6 +211,20 @@ def test_stuck_discriminator_is_reset_only_when_asked():
         assert changed == bool(expected)
 
 
+def test_windowed_reset_ignores_one_zero_hinge_batch_but_fires_on_a_run_of_them():
+    per_batch = ResearchTrainer(_tcfg(d_loss="hinge"), torch.device("cpu"))
+    windowed = ResearchTrainer(_tcfg(d_loss="hinge", reset_window=5), torch.device("cpu"))
+    for tr in (per_batch, windowed):
+        for step, loss in enumerate([0.8, 0.5, 0.0, 0.4, 0.6]):  # one batch won by the margin
+            tr.maybe_reset_d(loss, 0, step)
+    assert per_batch.d_resets == 1 and windowed.d_resets == 0
+    for step in range(5):  # D wins every batch: the paper's collapse, seen over the window
+        windowed.maybe_reset_d(0.0, 1, step)
+    assert windowed.d_resets == 1
+    with pytest.raises(ConfigError):
+        ResearchTrainer(_tcfg(reset_window=0), torch.device("cpu"))
+
+
 def test_unknown_research_option_is_refused():
     with pytest.raises(ConfigError, match="unknown research"):
         ResearchTrainer(_tcfg(d_los="hinge"), torch.device("cpu"))
@@ -241,8 +255,9 @@ def test_unet_bundle_roundtrip_rebuilds_the_variant(tmp_path):
 def test_xray_preset_is_the_chosen_configuration_and_round_trips():
     cfg = TrainConfig.xray(epochs=2, ngf=8, ndf=8, nz=8, window=16)
     assert cfg.representation == "rgb_attenuation" and cfg.spectral_norm_d
-    assert cfg.score_kind == "feature_knn_residual" and cfg.research["d_loss"] == "hinge"
-    assert cfg.scan_norm == "robust_z" and cfg.bank_level == 2 and cfg.bank_k == 5
+    assert cfg.score_kind == "residual_excess" and cfg.research["d_loss"] == "hinge"
+    assert cfg.scan_norm == "robust_z" and cfg.context_px == 128.0
+    assert cfg.research["reset_window"] == 50
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     assert TrainConfig().research == {} and not TrainConfig().spectral_norm_d  # paper defaults
     cfg.research["lr_d"] = 1.0  # the preset's dict is a copy, not shared

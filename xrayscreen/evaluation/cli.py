@@ -73,6 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="score a model with another working scale at the protocol scale",
     )
+    parser.add_argument(
+        "--heat-windows",
+        action="store_true",
+        help="also report each kind's window scores read off its heat map (<kind>@heat: mean "
+        "of the map over the window, what the operator sees there)",
+    )
+    parser.add_argument(
+        "--context-px",
+        type=float,
+        default=None,
+        help="override the model's spatial context radius (working-scale pixels; 0 = off)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -143,6 +155,10 @@ def _run(args: argparse.Namespace) -> int:
 
         path = _resolve_model(args.model)
         bundle = load_bundle(path, device=args.device)
+        if args.context_px is not None:
+            if not args.context_px >= 0:
+                raise ConfigError(f"--context-px must be >= 0, got {args.context_px}")
+            bundle.score.params = {**bundle.score.params, "context_px": float(args.context_px)}
         if args.kinds:
             kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
             scorer = ModelScorer(
@@ -173,7 +189,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("no usable scan")
     t_prep = time.perf_counter() - t0
     ev = evaluate(
-        dataset, scorers, far=args.far, montage_kind=args.montage_kind, progress=not args.quiet
+        dataset,
+        scorers,
+        far=args.far,
+        montage_kind=args.montage_kind,
+        progress=not args.quiet,
+        heat_windows=args.heat_windows,
     )
     ev.summary["timing_s"]["prepare"] = round(t_prep, 2)
     ev.summary["timing_s"]["total"] = round(time.perf_counter() - t0, 2)

@@ -96,3 +96,28 @@ def _box_sum(a: np.ndarray, k: int) -> np.ndarray:
     ii = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
     ii[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
     return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+
+
+def window_means(full: np.ndarray, grid: WindowGrid) -> np.ndarray:
+    """Mean of a per-pixel map over each window of ``grid`` (the part inside the image).
+
+    The "window score read off the heat map": what an operator looking at the overlay
+    sees over that window. One integral image, then four lookups per window.
+
+    Args:
+        full: ``(H, W)`` per-pixel map of the unpadded image.
+        grid: The window grid on that image.
+
+    Returns:
+        ``(N,)`` float64, row-major grid order.
+    """
+    h, w = full.shape
+    if (h, w) != (grid.height, grid.width):
+        raise ValueError(f"map {full.shape} != grid image {(grid.height, grid.width)}")
+    ii = np.zeros((h + 1, w + 1))
+    ii[1:, 1:] = np.asarray(full, dtype=np.float64).cumsum(axis=0).cumsum(axis=1)
+    org = grid.origins()
+    y0, x0 = org[:, 0], org[:, 1]
+    y1, x1 = np.minimum(y0 + grid.window, h), np.minimum(x0 + grid.window, w)
+    total = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+    return total / ((y1 - y0) * (x1 - x0))

@@ -14,6 +14,11 @@ with an alarm *overlapping the threat* (peak of the heat map inside the boxes /
 mask above the threshold; annotated bags only) and with any alarm.
 
 Pixel level: pooled pixel AUROC of the heat map over the scans that have masks.
+
+Heat-read windows (``heat_windows=True``): every kind also gets a ``<kind>@heat`` row
+whose window score is the mean of its heat map over the window -- what the operator
+sees there; for a model with spatial context, its context-averaged evidence. Bag
+figures of these rows are the parent kind's (same heat map); no pixel figures.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import numpy as np
 from tqdm import tqdm
 
 from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, PreparedScan
-from xrayscreen.evaluation.heat import HeatMap, cell_mean
+from xrayscreen.evaluation.heat import HeatMap, cell_mean, window_means
 from xrayscreen.evaluation.metrics import detection_at_far, roc_auc, roc_curve
 from xrayscreen.evaluation.scorers import KindScores, Scorer
 
 POOLS = ("a", "b")
+HEAT_SUFFIX = "@heat"
 POOL_TEXT = {
     "a": "benign bags' windows",
     "b": "threat-free windows of the threat bags",
@@ -88,6 +94,7 @@ def evaluate(
     far: float = 0.01,
     montage_kind: str | None = None,
     progress: bool = True,
+    heat_windows: bool = False,
 ) -> Evaluation:
     """Run every scorer on every scan of ``dataset`` and compute every figure.
 
@@ -98,6 +105,8 @@ def evaluate(
         montage_kind: Kind whose heat maps are kept for the montage (default: the
             first kind of the last scorer, i.e. the model's when one is given).
         progress: Show a tqdm bar.
+        heat_windows: Add a ``<kind>@heat`` row per kind (window score = mean of the
+            kind's heat map over the window).
 
     Returns:
         The evaluation.
@@ -108,6 +117,8 @@ def evaluate(
             if k in kinds:
                 raise ValueError(f"score kind {k!r} is produced by two scorers")
             kinds[k] = _KindAcc(scorer=sc.name)
+            if heat_windows:
+                kinds[k + HEAT_SUFFIX] = _KindAcc(scorer=sc.name)
     if montage_kind is None and scorers:
         montage_kind = scorers[-1].kinds[0]
     timing = {sc.name: 0.0 for sc in scorers}
@@ -132,19 +143,23 @@ def evaluate(
                     raise ValueError(
                         f"{sc.name}/{k}: {w.shape} scores for {len(scan.grid)} windows"
                     )
-                if scan.kind == THREAT and lab.rule != "none":
-                    acc.pos.append(w[lab.positives])
-                    acc.pos_cls.append(lab.cls[lab.positives])
-                    acc.neg["b"].append(w[lab.negatives])
-                elif scan.kind == BENIGN:
-                    acc.neg["a"].append(w[lab.negatives])
                 heat = heat_map(ks, scan)
-                acc.bag_peak[scan.name] = heat.peak()
-                if threat_px is not None and threat_px.any():
-                    acc.bag_hit[scan.name] = heat.peak_where(threat_px)
-                    out = heat.peak_where(~threat_px)
-                    if out is not None:
-                        acc.bag_out[scan.name] = out
+                accs = [(acc, w)]
+                if heat_windows:
+                    accs.append((kinds[k + HEAT_SUFFIX], window_means(heat.full(), scan.grid)))
+                for a, ws in accs:
+                    if scan.kind == THREAT and lab.rule != "none":
+                        a.pos.append(ws[lab.positives])
+                        a.pos_cls.append(lab.cls[lab.positives])
+                        a.neg["b"].append(ws[lab.negatives])
+                    elif scan.kind == BENIGN:
+                        a.neg["a"].append(ws[lab.negatives])
+                    a.bag_peak[scan.name] = heat.peak()
+                    if threat_px is not None and threat_px.any():
+                        a.bag_hit[scan.name] = heat.peak_where(threat_px)
+                        out = heat.peak_where(~threat_px)
+                        if out is not None:
+                            a.bag_out[scan.name] = out
                 if mask_truth is not None:
                     acc.pix_scores.append(heat.full().ravel().astype(np.float32))
                     acc.pix_truth.append(mask_truth.ravel())

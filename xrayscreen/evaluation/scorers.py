@@ -31,7 +31,7 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import scan_norm
+from xrayscreen.inference import context, scan_norm
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
@@ -248,8 +248,9 @@ class ModelScorer:
         own = self.bundle.score.kind
         for k in kinds:
             s = out[k].cpu()
-            if k == own:  # the bundle's per-scan normalisation belongs to its own kind
+            if k == own:  # per-scan normalisation and context belong to its own kind
                 s = scan_norm.normalise(self.bundle.score, s, ~belt)
+                s = context.apply(self.bundle.score, s, grid, ~belt)
             if belt.any() and (~belt).any():
                 s[belt] = s[~belt].min()  # background scores as normal (engine rule)
             result[k] = KindScores(s.numpy().astype(np.float64))
@@ -334,6 +335,7 @@ class EngineScorer:
             # The bundle's per-scan normalisation over this scan's scored windows, as
             # the engine applies it to a whole scan (score_windows alone does not).
             raw[idx] = scan_norm.normalise(self.bundle.score, out.latent.float().cpu())
+            raw = context.apply(self.bundle.score, raw, grid, ~belt)
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)

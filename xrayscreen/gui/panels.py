@@ -110,6 +110,7 @@ class HeatPanel(QGroupBox):
         names = {
             "latent": "Latent |z - ẑ| (paper)",
             "residual": "Residual score",
+            "residual_excess": "Unexplained density",
             "feature_knn": "Feature memory",
             "feature_knn_residual": "Feature memory + residual",
         }

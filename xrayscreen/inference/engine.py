@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import onednn, scan_norm, score_kinds
+from xrayscreen.inference import context, onednn, scan_norm, score_kinds
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.seq_rewrite import rewrite_sequentials
 from xrayscreen.inference.windows import (
@@ -662,6 +662,9 @@ class ScoringEngine:
         # calibration refers to the normalised score.
         valid = ~background if scored is None else (scored & ~background)
         score = scan_norm.normalise(self.bundle.score, raw, valid)
+        # Spatial context (bundle setting): each window's score averaged with its scored
+        # neighbours'. The calibration was fitted on scores made the same way.
+        score = context.apply(self.bundle.score, score, grid, valid)
         calibrated = self.calibrate(score)
         calibrated[background] = self._bg_cal
         if grid.window % grid.stride == 0:

@@ -36,8 +36,9 @@ class ScanResult:
     Attributes:
         window_origins: ``(N, 2)`` int (y, x) window origins at working scale.
         window_scores: ``(N,)`` float32 uncalibrated scores of the bundle's score kind,
-            after its per-scan normalisation when it has one
-            (:mod:`~xrayscreen.inference.scan_norm`); background windows: the
+            after its per-scan normalisation (:mod:`~xrayscreen.inference.scan_norm`)
+            and spatial context (:mod:`~xrayscreen.inference.context`) when it has
+            them; background windows: the
             calibration's lowest normal score, or 0 without calibration (not
             meaningful: use ``background``).
         window_calibrated: ``(N,)`` float32 calibrated scores (``-log10`` of the

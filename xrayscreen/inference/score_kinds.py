@@ -121,6 +121,29 @@ def residual(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) 
     return (x.float() - outputs.x_hat.float()).abs().flatten(1).mean(dim=1)
 
 
+# Which way "denser" points in each model input: attenuation inputs grow with density,
+# RGB renderings get darker.
+DENSER_SIGN = {"rgb": -1.0, "rgb_attenuation": 1.0, "log_attenuation": 1.0}
+
+
+@register("residual_excess")
+def residual_excess(
+    x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
+) -> torch.Tensor:
+    """Attenuation the reconstruction does not explain: mean over the window of
+    ``(sign * (x - x_hat))+`` (channels and pixels), ``sign`` = +1 for attenuation inputs,
+    -1 for RGB (param ``sign``, set at training from the representation; see
+    :data:`DENSER_SIGN`).
+
+    A generator trained on normal bags reconstructs normal contents; a gun or a blade is
+    *denser* than anything it would draw there, while the parts of a bag it merely draws
+    too dense (over-reconstruction at edges and clutter) are not evidence of a threat.
+    The plain residual counts both."""
+    sign = float(params.get("sign", 1.0))
+    d = (x.float() - outputs.x_hat.float()) * sign
+    return d.clamp_min(0).flatten(1).mean(dim=1)
+
+
 @register("feature_knn")
 def feature_knn(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
     """Mean distance of the window's G_E feature embedding to its k nearest normal

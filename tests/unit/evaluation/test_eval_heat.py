@@ -24,3 +24,20 @@ def test_cell_map_equals_fold_mean_and_peaks_are_exact():
         assert np.isclose(hm.peak_where(mask), ref[mask].max())
         assert np.isclose(hm.peak_where(~mask), ref[~mask].max())
         assert hm.peak_where(np.zeros((h, w), bool)) is None
+
+
+def test_window_means_read_the_map_over_each_window_inside_the_image():
+    from xrayscreen.evaluation.heat import window_means
+
+    rng = np.random.default_rng(1)
+    grid = WindowGrid(100, 150, 64, 32)  # the last row/col of windows runs past the image
+    full = rng.random((100, 150))
+    got = window_means(full, grid)
+    for n, (y, x) in enumerate(grid.origins()):
+        assert np.isclose(got[n], full[y : y + 64, x : x + 64].mean())
+    # Constant map -> constant reads; a wrong-size map is refused.
+    assert np.allclose(window_means(np.full((100, 150), 2.5), grid), 2.5)
+    import pytest
+
+    with pytest.raises(ValueError):
+        window_means(full[:, :-1], grid)

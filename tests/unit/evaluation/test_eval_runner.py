@@ -142,3 +142,20 @@ def test_two_models_side_by_side_need_distinct_kind_names(dataset):
     k = ev.summary["kinds"]
     assert k["m1:score"]["window"]["a"]["all"]["auc"] == 1.0
     assert k["m2:score"]["window"]["a"]["all"]["auc"] == 0.0
+
+
+def test_heat_windows_add_a_heat_read_row_per_kind(dataset):
+    ev = evaluate(dataset, [_truth_scorer("perfect")], progress=False, heat_windows=True)
+    k = ev.summary["kinds"]
+    assert set(k) == {"perfect", "perfect@heat"}
+    # Reading the overlap-averaged map blurs the 0/1 score into fractions (windows next
+    # to the threat read part of it) yet still ranks the threat first; bag figures are
+    # the parent's (same heat map).
+    heat_b = k["perfect@heat"]["window"]["b"]["all"]
+    assert heat_b["auc"] > 0.9
+    assert 0.0 < heat_b["threshold_at_far"] < 1.0
+    assert k["perfect"]["window"]["b"]["all"]["threshold_at_far"] in (0.0, 1.0)
+    assert k["perfect@heat"]["bag"]["auc_peak"] == k["perfect"]["bag"]["auc_peak"]
+    assert k["perfect@heat"]["pixel"] is None
+    plain = evaluate(dataset, [_truth_scorer("perfect")], progress=False)
+    assert set(plain.summary["kinds"]) == {"perfect"}

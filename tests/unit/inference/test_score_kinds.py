@@ -34,6 +34,25 @@ def test_residual_kind():
     torch.testing.assert_close(got, (x - out.x_hat).abs().mean(dim=(1, 2, 3)))
 
 
+def test_residual_excess_counts_only_unexplained_density():
+    x, out = _outputs()
+    att = score_kinds.compute(ScoreSpec("residual_excess", params={"sign": 1.0}), x, out)
+    rgb = score_kinds.compute(ScoreSpec("residual_excess", params={"sign": -1.0}), x, out)
+    d = x - out.x_hat
+    torch.testing.assert_close(att, d.clamp_min(0).mean(dim=(1, 2, 3)))
+    torch.testing.assert_close(rgb, (-d).clamp_min(0).mean(dim=(1, 2, 3)))
+    # The two signs split the plain residual between them.
+    plain = score_kinds.compute(ScoreSpec("residual"), x, out)
+    torch.testing.assert_close(att + rgb, plain)
+    # A window the model draws too dense is no evidence; one denser than drawn is.
+    over = GeneratorOutput(x + 0.5, out.z, out.z_hat)
+    under = GeneratorOutput(x - 0.5, out.z, out.z_hat)
+    spec = ScoreSpec("residual_excess", params={"sign": 1.0})
+    assert float(score_kinds.compute(spec, x, over).max()) == 0.0
+    torch.testing.assert_close(score_kinds.compute(spec, x, under), torch.full((5,), 0.5))
+    assert set(score_kinds.DENSER_SIGN) == {"rgb", "rgb_attenuation", "log_attenuation"}
+
+
 def test_register_a_new_kind_with_params():
     @score_kinds.register("test_scaled_latent")
     def scaled(x, outputs, params):
