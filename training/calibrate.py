@@ -117,13 +117,15 @@ def fit_component_scales(
     bundle: ModelBundle, windows: WindowSet, device: torch.device
 ) -> dict[str, float]:
     """Spread (IQR / 1.349) of the memory distance and of the residual on held-out
-    NORMAL windows: the units in which ``feature_knn_residual`` adds them."""
+    NORMAL windows: the units in which ``feature_knn_residual`` (``feature_knn_excess``:
+    the unexplained density instead of the residual) adds them."""
     from xrayscreen.model.bundle import ScoreSpec
 
     own = bundle.score
+    second = "residual_excess" if own.kind == "feature_knn_excess" else "residual"
     out: dict[str, float] = {}
     try:
-        for kind, key in (("feature_knn", "knn_scale"), ("residual", "res_scale")):
+        for kind, key in (("feature_knn", "knn_scale"), (second, "res_scale")):
             bundle.score = ScoreSpec(kind=kind, norm=own.norm, params=dict(own.params))
             s = score_windows(bundle, windows, device).astype(np.float64)
             q1, q3 = np.percentile(s, [25, 75])

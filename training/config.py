@@ -21,8 +21,9 @@ KEEP_CHOICES = ("final", "best_val")
 # :meth:`TrainConfig.xray`: stable adversarial training (spectral norm on D; hinge D loss,
 # two-timescale learning rates, reset of a stuck D, the paper's reset threshold applied
 # to the mean of 50 D losses; read by ``xrayscreen.training.research.ResearchTrainer``),
-# the ``-log`` RGB input, and as the score GANomaly's own evidence: the attenuation its
-# reconstruction does not explain (``residual_excess``), normalised per scan
+# the ``-log`` RGB input, and as the score the attenuation GANomaly's reconstruction does
+# not explain (``residual_excess``) plus the k-NN distance of G_E's level-2 features to a
+# memory of normal training windows (``feature_knn_excess``), normalised per scan
 # (``robust_z``) and averaged over a 128 px spatial context. The dataclass defaults stay
 # the paper's configuration (the MNIST Table 1 reproduction relies on them).
 XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
@@ -35,7 +36,9 @@ XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
 XRAY_DEFAULTS: dict[str, Any] = {
     "representation": "rgb_attenuation",
     "spectral_norm_d": True,
-    "score_kind": "residual_excess",
+    "score_kind": "feature_knn_excess",
+    "bank_level": 2,
+    "bank_k": 5,
     "scan_norm": "robust_z",
     "context_px": 128.0,
 }

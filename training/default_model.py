@@ -6,8 +6,8 @@ own simulated dual-energy bags (never from research-licensed data).
 The bags are simulated by :func:`xrayscreen.imaging.simulator.simulate_bag` with seeds
 ``SEED0 .. SEED0 + bags - 1`` (no threats), rendered to false-colour RGB by the
 simulator, and trained with the X-ray configuration (``TrainConfig.xray()``: -log RGB
-input, GANomaly's unexplained-density score normalised per scan with a 128 px spatial
-context) at the SIXray working scale
+input, GANomaly's unexplained density plus a feature memory of normal windows,
+normalised per scan, with a 128 px spatial context) at the SIXray working scale
 (longer side 800 px), so the model accepts every kind of scan the readers open.
 """
 
@@ -33,7 +33,7 @@ def default_config(**changes) -> TrainConfig:
     64 windows per bag keep training to minutes on a laptop CPU.
     """
     # The X-ray configuration chosen by the issue-7 ablation (TrainConfig.xray(): stable
-    # D, -log RGB input, residual_excess score per scan with spatial context), small.
+    # D, -log RGB input, memory + unexplained density per scan with context), small.
     base = TrainConfig.xray(
         window=64,
         stride=32,
@@ -49,6 +49,7 @@ def default_config(**changes) -> TrainConfig:
         half_weights=True,
         seed=0,
         device="cpu",
+        bank_size=1500,  # the feature memory: ~0.3 MB in float16, keeps the bundle < 5 MB
     )
     return base.replace(**changes)
 

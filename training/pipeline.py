@@ -228,7 +228,7 @@ def iter_train(
                 )
                 bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
             cal_windows = split.val if len(split.val) >= 2 else split.train
-            if cfg.score_kind == "feature_knn_residual":
+            if cfg.score_kind in ("feature_knn_residual", "feature_knn_excess"):
                 bundle.score.params = {
                     **bundle.score.params,
                     **fit_component_scales(bundle, cal_windows, device),
@@ -402,7 +402,7 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
         params["scan_norm"] = cfg.scan_norm
     if cfg.context_px > 0:
         params["context_px"] = float(cfg.context_px)
-    if cfg.score_kind == "residual_excess":
+    if cfg.score_kind in ("residual_excess", "feature_knn_excess"):
         from xrayscreen.inference.score_kinds import DENSER_SIGN
 
         params["sign"] = DENSER_SIGN[cfg.representation]

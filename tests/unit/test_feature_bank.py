@@ -205,3 +205,18 @@ def test_training_refuses_a_feature_level_the_window_does_not_have():
     for changes in ({"window": 8}, {"window": 64, "bank_level": 5}):
         with pytest.raises(ConfigError, match="activation levels"):
             knn.replace(**changes)
+
+
+def test_memory_plus_unexplained_density_kind_by_hand(tmp_path):
+    b = _bank_bundle(tmp_path)
+    b.score = ScoreSpec(
+        kind="feature_knn_excess",
+        params={**b.feature_bank.params(), "knn_scale": 0.5, "res_scale": 0.25, "sign": 1.0},
+    )
+    x = (torch.rand(20, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    got = ScoringEngine(b, "cpu", autocast="off", batch=8).score_windows(x, residual=False)
+    with torch.no_grad():
+        x_hat = b.generator(x).x_hat
+    exc = (x - x_hat).clamp_min(0).flatten(1).mean(1)
+    expect = _by_hand(b, x) / 0.5 + exc / 0.25
+    torch.testing.assert_close(got.latent, expect, rtol=1e-4, atol=1e-4)

@@ -113,6 +113,7 @@ class HeatPanel(QGroupBox):
             "residual_excess": "Unexplained density",
             "feature_knn": "Feature memory",
             "feature_knn_residual": "Feature memory + residual",
+            "feature_knn_excess": "Feature memory + unexplained density",
         }
         text = names.get(kind, f"Model score ({kind})")
         if per_scan:

@@ -173,6 +173,21 @@ def feature_knn_residual(
     return knn / max(ks, 1e-12) + w * res / max(rs, 1e-12)
 
 
+@register("feature_knn_excess")
+def feature_knn_excess(
+    x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
+) -> torch.Tensor:
+    """Feature-memory distance plus GANomaly's unexplained density
+    (:func:`residual_excess`), each divided by its spread on held-out normal windows
+    (``knn_scale``, ``res_scale``) and the second weighted by ``res_weight`` (default 1)."""
+    knn = feature_knn(x, outputs, params).float()
+    exc = residual_excess(x, outputs, params).float()
+    ks = float(params.get("knn_scale", 1.0))
+    rs = float(params.get("res_scale", 1.0))
+    w = float(params.get("res_weight", 1.0))
+    return knn / max(ks, 1e-12) + w * exc / max(rs, 1e-12)
+
+
 # Research kinds (issue 7: residual_pool, edge_excess, density_conditional, density_combined)
 # register themselves on import; imported last because they use register() above.
 from xrayscreen.inference import research_scores as _research_scores  # noqa: E402, F401

@@ -30,7 +30,7 @@ from xrayscreen.errors import ConfigError
 
 PREFIX = "bank."
 # Score kinds that need a feature memory in the bundle and G_E's map at score time.
-FEATURE_KINDS = frozenset({"feature_knn", "feature_knn_residual"})
+FEATURE_KINDS = frozenset({"feature_knn", "feature_knn_residual", "feature_knn_excess"})
 
 
 def _is_activation(m: nn.Module) -> bool:
