@@ -57,6 +57,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "spatial context radius in working-scale px (0 = off): window evidence averaged "
         "with its neighbours'",
     ),
+    "context_self": (
+        "context_self",
+        float,
+        "weight in [0, 1) kept on a window's own score inside the context (default 0)",
+    ),
     "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
     "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),
     "bank_size": ("bank_size", int, "feature_knn: most training windows kept (default 20000)"),

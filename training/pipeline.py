@@ -402,6 +402,8 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
         params["scan_norm"] = cfg.scan_norm
     if cfg.context_px > 0:
         params["context_px"] = float(cfg.context_px)
+        if cfg.context_self > 0:
+            params["context_self"] = float(cfg.context_self)
     if cfg.score_kind in ("residual_excess", "feature_knn_excess"):
         from xrayscreen.inference.score_kinds import DENSER_SIGN
 

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--score-kind", required=True)
     p.add_argument("--context-px", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--context-self", type=float, default=None, help="default: the bundle's")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     b = load_bundle(a.bundle, with_discriminator=True)
     cfg = TrainConfig.from_dict(b.training["config"])
     ctx = cfg.context_px if a.context_px is None else a.context_px
-    cfg = cfg.replace(score_kind=a.score_kind, context_px=ctx)
+    own = cfg.context_self if a.context_self is None else a.context_self
+    cfg = cfg.replace(score_kind=a.score_kind, context_px=ctx, context_self=own)
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     b.score = ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm, params=_score_params(cfg))

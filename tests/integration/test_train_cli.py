@@ -52,8 +52,12 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     # Default preset = the X-ray configuration of issue 7 (two timescales, feature_knn).
     assert b.training["optimizer"]["lr_g"] == 1e-4 and b.training["optimizer"]["lr_d"] == 4e-4
     assert b.score.kind == "feature_knn_excess" and b.score.params["scan_norm"] == "robust_z"
-    assert b.score.params["context_px"] == 128.0 and b.score.params["sign"] == 1.0
-    assert b.score.params["knn_scale"] > 0 and b.score.params["res_scale"] > 0
+    assert b.score.params["context_px"] == 128.0 and b.score.params["context_self"] == 0.25
+    assert (
+        b.score.params["sign"] == 1.0
+        and b.score.params["knn_scale"] > 0
+        and b.score.params["res_scale"] > 0
+    )
     assert b.input.representation == "rgb_attenuation" and b.feature_bank is not None
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2

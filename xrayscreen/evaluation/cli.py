@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the model's spatial context radius (working-scale pixels; 0 = off)",
     )
+    parser.add_argument(
+        "--context-self",
+        type=float,
+        default=None,
+        help="override the weight a window keeps on its own score inside the context",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -126,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     from xrayscreen.evaluation.report import write_report
     from xrayscreen.evaluation.runner import evaluate
     from xrayscreen.evaluation.scorers import EngineScorer, FloorScorer, ModelScorer
+    from xrayscreen.inference import context
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,6 +166,9 @@ def _run(args: argparse.Namespace) -> int:
             if not args.context_px >= 0:
                 raise ConfigError(f"--context-px must be >= 0, got {args.context_px}")
             bundle.score.params = {**bundle.score.params, "context_px": float(args.context_px)}
+        if args.context_self is not None:
+            bundle.score.params = {**bundle.score.params, "context_self": args.context_self}
+            context.self_weight_of(bundle.score)  # refuse a bad weight before any work
         if args.kinds:
             kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
             scorer = ModelScorer(

@@ -93,8 +93,33 @@ def spread(
     return out.reshape(-1)
 
 
+def self_weight_of(spec: Any) -> float:
+    """Weight kept on a window's own score, ``params["context_self"]`` in [0, 1) (default 0).
+
+    Raises:
+        ConfigError: outside [0, 1).
+    """
+    raw = (getattr(spec, "params", None) or {}).get("context_self", 0.0)
+    try:
+        w = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"context_self must be a number in [0, 1), got {raw!r}") from None
+    if not 0.0 <= w < 1.0:
+        raise ConfigError(f"context_self must be in [0, 1), got {raw!r}")
+    return w
+
+
 def apply(
     spec: Any, scores: torch.Tensor, grid: WindowGrid, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The spec's spatial context on one scan's window scores (identity when off)."""
-    return spread(scores, grid, valid, radius_of(spec))
+    """The spec's spatial context on one scan's window scores (identity when off).
+
+    With ``context_self`` = w the result is ``w * own + (1 - w) * context``: a small,
+    compact object keeps part of its own evidence instead of being averaged away.
+    """
+    radius = radius_of(spec)
+    out = spread(scores, grid, valid, radius)
+    w = self_weight_of(spec)
+    if w > 0 and out is not scores:
+        out = w * scores.float() + (1.0 - w) * out
+    return out

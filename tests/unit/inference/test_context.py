@@ -92,3 +92,15 @@ def test_engine_applies_context_after_normalisation_over_foreground(stub_bundle)
     np.testing.assert_allclose(ctx.window_calibrated[fg], cal, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ctx.window_calibrated[~fg], plain.window_calibrated[~fg])
     assert not np.allclose(ctx.latent_map, plain.latent_map)
+
+
+def test_self_weight_keeps_part_of_the_own_score():
+    grid = WindowGrid(64 + 16 * 10, 64 + 16 * 10, 64, 16)
+    x = torch.randn(len(grid), generator=torch.Generator().manual_seed(3))
+    ctx = context.spread(x, grid, None, 96.0)
+    got = context.apply(ScoreSpec(params={"context_px": 96, "context_self": 0.25}), x, grid)
+    torch.testing.assert_close(got, 0.25 * x + 0.75 * ctx)
+    assert context.apply(ScoreSpec(params={"context_self": 0.5}), x, grid) is x  # no radius
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ConfigError):
+            context.self_weight_of(ScoreSpec(params={"context_self": bad}))
