@@ -140,6 +140,7 @@ def calibrate_bundle(
     windows: WindowSet,
     target_window_far: float,
     device: torch.device,
+    target_bag_far: float | None = None,
 ) -> tuple[Calibration, np.ndarray]:
     """Fit :class:`Calibration` on held-out normal windows; returns it and the raw scores.
 
@@ -164,7 +165,9 @@ def calibrate_bundle(
         for i in idxs:
             normed[i] = scan_norm.normalise(bundle.score, torch.from_numpy(scores[i])).numpy()
         scores = normed
-    cal = Calibration.fit(scores, target_window_far, scan_scores=[scores[i] for i in idxs])
+    cal = Calibration.fit(
+        scores, target_window_far, [scores[i] for i in idxs], target_bag_far=target_bag_far
+    )
     return cal, scores
 
 
@@ -174,31 +177,49 @@ def calibrate_on_scans(
     target_window_far: float,
     device: torch.device,
     stride: int = 16,
+    target_bag_far: float | None = None,
 ) -> Calibration:
     """Fit :class:`Calibration` on whole held-out NORMAL scans scored by the engine.
 
     For scores that need a window's neighbours (spatial context): every non-background
     window of each scan, at the product's default scoring stride, after the bundle's
     per-scan normalisation and context -- exactly the numbers the engine calibrates
-    when screening. The bundle's scan-normalisation reference must already be set.
+    when screening. The bag maxima are the peaks of the scans' heat maps, which is what
+    alarms are drawn from; ``target_bag_far`` then sets the default threshold on them.
+    The bundle's scan-normalisation reference must already be set.
 
     Raises:
         ConfigError: with fewer than 2 scored windows.
     """
     from xrayscreen.inference.engine import ScoringEngine
+    from xrayscreen.inference.windows import fold_mean
 
     own = bundle.calibration
     bundle.calibration = None  # the engine then returns uncalibrated scores
     per_scan: list[np.ndarray] = []
+    results = []
     try:
         engine = ScoringEngine(bundle, device)
         for scan in scans:
-            r = engine.score_scan_sync(scan, stride=stride)
+            r = engine.score_scan_sync(scan, stride=stride, residual=False)
             fg = ~r.background
             if fg.any():
                 per_scan.append(r.window_scores[fg].astype(np.float64))
+                results.append(r)
     finally:
         bundle.calibration = own
     if sum(len(p) for p in per_scan) < 2:
         raise ConfigError("calibration needs held-out normal scans with scored windows")
-    return Calibration.fit(np.concatenate(per_scan), target_window_far, scan_scores=per_scan)
+    cal = Calibration.fit(np.concatenate(per_scan), target_window_far, per_scan)
+    # Bag peaks as the product sees them: the heat map (calibrated windows, background at
+    # the calibrated minimum, folded by overlap mean), not the highest single window.
+    low = float(cal.calibrate(np.asarray([cal.values[0]]))[0])
+    peaks = []
+    for r in results:
+        c = cal.calibrate(r.window_scores.astype(np.float64))
+        c[r.background] = low
+        peaks.append(float(fold_mean(torch.from_numpy(c), r.grid).max()))
+    cal.bag_maxima = peaks
+    if target_bag_far is not None:
+        cal.set_bag_target(target_bag_far)
+    return cal

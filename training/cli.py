@@ -65,6 +65,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
     "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),
     "bank_size": ("bank_size", int, "feature_knn: most training windows kept (default 20000)"),
+    "target_bag_far": (
+        "target_bag_far",
+        float,
+        "share of held-out normal bags allowed to alarm at the default threshold (default: "
+        "off, the window rule alone)",
+    ),
     "target_far": (
         "target_window_far",
         float,

@@ -77,6 +77,9 @@ class TrainConfig:
         threads: torch intra-op threads on CPU (0 = leave torch's default).
         d_reset_threshold: Re-initialise D when its loss falls below this (paper: 1e-5).
         target_window_far: Per-window false-alarm rate the default threshold is set for.
+        target_bag_far: Optional share of held-out normal bags allowed to alarm at the
+            default threshold (raises it above the window rule when needed); ``None``
+            = the window rule alone.
         score_kind, score_norm: The anomaly score calibrated into the bundle.
         scan_norm: Per-scan normalisation of the score: ``"none"`` or ``"robust_z"``
             (``xrayscreen.inference.scan_norm``).
@@ -130,6 +133,7 @@ class TrainConfig:
     threads: int = 0
     d_reset_threshold: float = 1e-5
     target_window_far: float = 0.01
+    target_bag_far: float | None = None
     score_kind: str = "latent"
     score_norm: str = "l1"
     scan_norm: str = "none"
@@ -177,6 +181,8 @@ class TrainConfig:
             raise ConfigError(f"context_self must be in [0, 1), got {self.context_self}")
         if self.score_kind in FEATURE_KINDS:
             self._validate_feature_memory()
+        if self.target_bag_far is not None and not 0.0 <= self.target_bag_far < 1.0:
+            raise ConfigError(f"target_bag_far must be in [0, 1), got {self.target_bag_far}")
         if not 0.0 < self.target_window_far < 1.0:
             raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
         self.model_config()  # architecture checks (ngf even, ...)

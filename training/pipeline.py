@@ -234,7 +234,7 @@ def iter_train(
                     **fit_component_scales(bundle, cal_windows, device),
                 }
             bundle.calibration, _ = calibrate_bundle(
-                bundle, cal_windows, cfg.target_window_far, device
+                bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far
             )
             if cfg.context_px > 0:
                 _calibrate_context(bundle, cfg, normal_sources, cal_windows, device, result)
@@ -428,7 +428,9 @@ def _calibrate_context(
     """
     scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
     try:
-        bundle.calibration = calibrate_on_scans(bundle, scans, cfg.target_window_far, device)
+        bundle.calibration = calibrate_on_scans(
+            bundle, scans, cfg.target_window_far, device, target_bag_far=cfg.target_bag_far
+        )
         bundle.training["calibration_context"] = "held-out scans scored whole"
     except ConfigError:
         result.warnings.append(

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-kind", required=True)
     p.add_argument("--context-px", type=float, default=None, help="default: the bundle's")
     p.add_argument("--context-self", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--target-bag-far", type=float, default=None, help="default: the bundle's")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -64,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         b.score.params = {**b.score.params, **b.feature_bank.params()}
     if cfg.score_kind in ("feature_knn_residual", "feature_knn_excess"):
         b.score.params = {**b.score.params, **fit_component_scales(b, split.val, device)}
-    b.calibration, _ = calibrate_bundle(b, split.val, cfg.target_window_far, device)
+    bag_far = cfg.target_bag_far if a.target_bag_far is None else a.target_bag_far
+    b.calibration, _ = calibrate_bundle(b, split.val, cfg.target_window_far, device, bag_far)
     if cfg.context_px > 0:
         scans = iter_scans_of(a.sources, split.val.scan_ids, split.val.scan_names)
-        b.calibration = calibrate_on_scans(b, scans, cfg.target_window_far, device)
+        b.calibration = calibrate_on_scans(
+            b, scans, cfg.target_window_far, device, target_bag_far=bag_far
+        )
     b.training["config"] = cfg.to_dict()
     b.training["rescored_from"] = str(a.bundle)
     save_bundle(b, a.out, half=cfg.half_weights, overwrite=True)

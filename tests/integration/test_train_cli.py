@@ -59,6 +59,7 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
         and b.score.params["res_scale"] > 0
     )
     assert b.input.representation == "rgb_attenuation" and b.feature_bank is not None
+    assert b.calibration.target_bag_far is None  # the window rule sets the default
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2
     assert not set(report["train_scans"]) & set(report["val_scans"])
@@ -196,6 +197,7 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--context-px", "48"]
+    args += ["--target-bag-far", "0.1"]
     assert main(args) == 0
     capsys.readouterr()
     b = load_bundle(out)
@@ -214,6 +216,13 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
     assert len(cal.bag_maxima) == len(held)
     top = max(float(s.max()) for s in scores)
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+    # Bag maxima are the held-out scans' heat-map peaks, as the calibrated engine draws them,
+    # and the default threshold lets at most 10 % of them (rounded down) alarm.
+    b.calibration = cal
+    eng = ScoringEngine(b, "cpu")
+    peaks = [float(eng.score_scan_sync(open_scan(p), stride=16).latent_map.max()) for p in held]
+    np.testing.assert_allclose(sorted(cal.bag_maxima), sorted(peaks), rtol=1e-4, atol=1e-4)
+    assert cal.bag_far(cal.default_threshold) <= 0.1
 
 
 def test_cli_context_must_not_be_negative(tmp_path, capsys):

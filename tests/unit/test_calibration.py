@@ -53,3 +53,25 @@ def test_tiny_calibration_set_has_a_finite_invertible_tail():
     t = cal.raw_threshold(5.0)
     assert np.isfinite(t) and t > 0.3
     assert cal.calibrate(np.array([t]))[0] == pytest.approx(5.0, abs=1e-4)
+
+
+def test_bag_rate_target_raises_the_default_above_normal_bag_peaks():
+    rng = np.random.default_rng(0)
+    spike = np.arange(400) == 7
+    scans = [rng.normal(size=400) + (3.0 if i == 0 else 0.0) * spike for i in range(10)]
+    pooled = np.concatenate(scans)
+    plain = Calibration.fit(pooled, 0.01, scans)
+    bag = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.1)
+    assert plain.target_bag_far is None and bag.target_bag_far == 0.1
+    # Window rule: most normal bags reach it; bag rule: at most 1 of 10 does.
+    assert plain.bag_far(plain.default_threshold) > 0.1
+    assert bag.bag_far(bag.default_threshold) <= 0.1
+    assert bag.default_threshold >= plain.default_threshold
+    # Never below the window rule; survives the JSON round trip.
+    quiet = [np.full(50, -5.0)] * 10  # bags whose peaks stay below the window rule
+    lax = Calibration.fit(pooled, 0.01, quiet, target_bag_far=0.1)
+    assert lax.default_threshold == plain.default_threshold and lax.bag_far(2.0) == 0.0
+    again = Calibration.from_dict(bag.to_dict())
+    assert again.target_bag_far == 0.1 and again.default_threshold == bag.default_threshold
+    with pytest.raises(ValueError):
+        Calibration.fit(pooled, 0.01, scans, target_bag_far=1.0)

@@ -258,8 +258,10 @@ def test_xray_preset_is_the_chosen_configuration_and_round_trips():
     assert cfg.score_kind == "feature_knn_excess" and cfg.research["d_loss"] == "hinge"
     assert cfg.scan_norm == "robust_z" and cfg.context_px == 128.0 and cfg.context_self == 0.25
     assert cfg.bank_level == 2 and cfg.bank_k == 5
-    with pytest.raises(ConfigError):
-        cfg.replace(context_self=1.0)
+    assert cfg.target_bag_far is None and TrainConfig().target_bag_far is None  # window rule
+    for bad in ({"context_self": 1.0}, {"target_bag_far": 1.0}):
+        with pytest.raises(ConfigError):
+            cfg.replace(**bad)
     assert cfg.research["reset_window"] == 50
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     assert TrainConfig().research == {} and not TrainConfig().spectral_norm_d  # paper defaults

@@ -234,6 +234,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {o['threshold']:.6g} | {_f(o['benign_alarmed'], True)} | "
                 f"{_f(o['threat_alarm_on_threat'], True)} | {_f(o['threat_any_alarm'], True)} |"
             )
+        d = report["kinds"][mk]["bag"].get("at_default_threshold")
+        if d:
+            out.append(
+                f"| **{d['threshold']:.6g} (the model's default)** | "
+                f"{_f(d['benign_alarmed'], True)} | {_f(d['threat_alarm_on_threat'], True)} | "
+                f"{_f(d['threat_any_alarm'], True)} |"
+            )
     t = report.get("timing_s", {})
     if t:
         out += ["", "Timing (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]

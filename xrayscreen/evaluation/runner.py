@@ -60,6 +60,7 @@ class _KindAcc:
     pix_scores: list[np.ndarray] = field(default_factory=list)
     pix_truth: list[np.ndarray] = field(default_factory=list)
     heat_small: dict[str, HeatMap] = field(default_factory=dict)
+    default_threshold: float | None = None  # the model's own, in its heat map's units
 
 
 @dataclass
@@ -119,6 +120,10 @@ def evaluate(
             kinds[k] = _KindAcc(scorer=sc.name)
             if heat_windows:
                 kinds[k + HEAT_SUFFIX] = _KindAcc(scorer=sc.name)
+    for sc in scorers:  # a model's own default threshold applies to its own kind's map
+        thr = getattr(sc, "default_threshold", None)
+        if thr is not None and sc.kinds:
+            kinds[sc.kinds[0]].default_threshold = float(thr)
     if montage_kind is None and scorers:
         montage_kind = scorers[-1].kinds[0]
     timing = {sc.name: 0.0 for sc in scorers}
@@ -282,6 +287,15 @@ def _bag_figures(
     }
     if len(b) == 0:
         return res
+    if acc.default_threshold is not None:
+        # What an operator gets without touching the slider: alarm = peak >= threshold.
+        thr = acc.default_threshold
+        res["at_default_threshold"] = {
+            "threshold": _r(thr, 6),
+            "benign_alarmed": _r(float((b >= thr).mean())),
+            "threat_alarm_on_threat": _r(float((hit >= thr).mean())) if len(hit) else None,
+            "threat_any_alarm": _r(float((t >= thr).mean())) if len(t) else None,
+        }
     desc = np.sort(b)[::-1]
     for target in BAG_ALARM_TARGETS:
         k = int(np.floor(target * len(b) + 1e-9))

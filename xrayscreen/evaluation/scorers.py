@@ -308,6 +308,10 @@ class EngineScorer:
         own = bundle.score.kind
         self.own_kind = own
         self.kinds = [own] + (["residual"] if own != "residual" else []) + ["residual_max"]
+        # The heat map of the own kind is in calibrated units: the bundle's default
+        # threshold applies to it directly (the runner reports that operating point).
+        cal = bundle.calibration
+        self.default_threshold = float(cal.default_threshold) if cal is not None else None
         self._air = torch.tensor(air_value(bundle.input.representation))
         cal = bundle.calibration
         self._bg_cal = (

@@ -39,7 +39,9 @@ class Calibration:
         default_threshold: Default threshold in calibrated units.
         target_window_far: The per-window false-alarm rate the default was chosen for.
         bag_maxima: Calibrated peak score of each held-out normal scan, for
-            bag-level false-alarm rates at any threshold.
+            bag-level false-alarm rates at any threshold: the peak of its heat map when
+            the scans were scored whole (what alarms are drawn from), else the peak
+            window score (an upper bound).
     """
 
     levels: list[float]
@@ -48,6 +50,7 @@ class Calibration:
     default_threshold: float = 2.0
     target_window_far: float = 0.01
     bag_maxima: list[float] = field(default_factory=list)
+    target_bag_far: float | None = None
 
     @classmethod
     def fit(
@@ -55,6 +58,7 @@ class Calibration:
         normal_scores: np.ndarray,
         target_window_far: float = 0.01,
         scan_scores: list[np.ndarray] | None = None,
+        target_bag_far: float | None = None,
     ) -> Calibration:
         """Calibrate from raw scores of held-out normal windows.
 
@@ -63,6 +67,12 @@ class Calibration:
             target_window_far: Per-window false-alarm rate for the default threshold.
             scan_scores: Optional per-scan arrays of raw window scores; their calibrated
                 maxima become :attr:`bag_maxima`.
+            target_bag_far: Optional share of held-out normal bags allowed to alarm at the
+                default threshold. A per-scan-normalised score gives every bag a
+                most-unusual region, so a window rate alone alarms on many normal bags;
+                with this set the default is raised until at most this share of the
+                held-out bags (rounded down) reaches it. Never lowered below the window
+                rule's threshold.
         """
         s = np.asarray(normal_scores, dtype=np.float64).ravel()
         s = s[np.isfinite(s)]
@@ -80,7 +90,27 @@ class Calibration:
             cal.bag_maxima = [
                 float(cal.calibrate(np.asarray(x)).max()) for x in scan_scores if len(x)
             ]
+        if target_bag_far is not None:
+            cal.set_bag_target(target_bag_far)
         return cal
+
+    def set_bag_target(self, target_bag_far: float) -> None:
+        """Raise the default threshold until at most ``target_bag_far`` of the held-out
+        normal bags (rounded down) have a peak at or above it; never lower it.
+
+        Raises:
+            ValueError: outside [0, 1).
+        """
+        if not 0.0 <= target_bag_far < 1.0:
+            raise ValueError(f"target_bag_far must be in [0, 1), got {target_bag_far}")
+        self.target_bag_far = float(target_bag_far)
+        if not self.bag_maxima:
+            return
+        desc = np.sort(np.asarray(self.bag_maxima))[::-1]
+        k = int(np.floor(target_bag_far * len(desc) + 1e-9))  # bags that may alarm
+        if k < len(desc):
+            # Alarms are peak >= threshold: sit just above the (k+1)-th highest peak.
+            self.default_threshold = max(self.default_threshold, float(desc[k]) + 1e-4)
 
     # -- mapping -----------------------------------------------------------------------
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +172,7 @@ class Calibration:
             "default_threshold": self.default_threshold,
             "target_window_far": self.target_window_far,
             "bag_maxima": [float(x) for x in self.bag_maxima],
+            "target_bag_far": self.target_bag_far,
         }
 
     @classmethod
@@ -159,6 +190,9 @@ class Calibration:
             default_threshold=float(data.get("default_threshold", 2.0)),
             target_window_far=float(data.get("target_window_far", 0.01)),
             bag_maxima=[float(x) for x in data.get("bag_maxima", [])],
+            target_bag_far=(
+                None if data.get("target_bag_far") is None else float(data["target_bag_far"])
+            ),
         )
 
 

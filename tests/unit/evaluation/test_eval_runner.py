@@ -159,3 +159,17 @@ def test_heat_windows_add_a_heat_read_row_per_kind(dataset):
     assert k["perfect@heat"]["pixel"] is None
     plain = evaluate(dataset, [_truth_scorer("perfect")], progress=False)
     assert set(plain.summary["kinds"]) == {"perfect"}
+
+
+def test_the_models_default_threshold_gets_its_own_operating_point(dataset):
+    sc = _truth_scorer("perfect")
+    sc.default_threshold = 0.5  # what EngineScorer takes from the bundle's calibration
+    ev = evaluate(dataset, [sc, _truth_scorer("other")], progress=False)
+    d = ev.summary["kinds"]["perfect"]["bag"]["at_default_threshold"]
+    assert d == {
+        "threshold": 0.5,
+        "benign_alarmed": 0.0,
+        "threat_alarm_on_threat": 1.0,
+        "threat_any_alarm": 1.0,
+    }
+    assert "at_default_threshold" not in ev.summary["kinds"]["other"]["bag"]
