@@ -117,12 +117,13 @@ def fit_component_scales(
     bundle: ModelBundle, windows: WindowSet, device: torch.device
 ) -> dict[str, float]:
     """Spread (IQR / 1.349) of the memory distance and of the residual on held-out
-    NORMAL windows: the units in which ``feature_knn_residual`` (``feature_knn_excess``:
-    the unexplained density instead of the residual) adds them."""
+    NORMAL windows: the units in which a memory-plus kind
+    (``xrayscreen.inference.score_kinds.MEMORY_PLUS``) adds them."""
+    from xrayscreen.inference.score_kinds import MEMORY_PLUS
     from xrayscreen.model.bundle import ScoreSpec
 
     own = bundle.score
-    second = "residual_excess" if own.kind == "feature_knn_excess" else "residual"
+    second = MEMORY_PLUS[own.kind]
     out: dict[str, float] = {}
     try:
         for kind, key in (("feature_knn", "knn_scale"), (second, "res_scale")):

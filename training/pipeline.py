@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from xrayscreen.errors import BundleError, ConfigError
+from xrayscreen.inference.score_kinds import DENSER_SIGN, MEMORY_PLUS, uses_denser_sign
 from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, save_bundle
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 
@@ -214,30 +215,10 @@ def iter_train(
                 "calibrate",
                 message="calibrating on held-out normal windows",
             )
-            if cfg.score_kind in FEATURE_KINDS:
-                # The memory: embeddings of the TRAINING windows (never the held-out
-                # ones, which calibrate the score below).
-                bundle.feature_bank = fit_feature_bank(
-                    bundle,
-                    split.train,
-                    device,
-                    level=cfg.bank_level,
-                    k=cfg.bank_k,
-                    max_size=cfg.bank_size,
-                    seed=cfg.seed,
-                )
-                bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
             cal_windows = split.val if len(split.val) >= 2 else split.train
-            if cfg.score_kind in ("feature_knn_residual", "feature_knn_excess"):
-                bundle.score.params = {
-                    **bundle.score.params,
-                    **fit_component_scales(bundle, cal_windows, device),
-                }
-            bundle.calibration, _ = calibrate_bundle(
-                bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far
+            result.warnings += fit_score(
+                bundle, cfg, split.train, cal_windows, normal_sources, device
             )
-            if cfg.context_px > 0:
-                _calibrate_context(bundle, cfg, normal_sources, cal_windows, device, result)
             bundle.training["calibration_source"] = result.calibration_source
             bundle.generator.cpu()
             bundle.discriminator.cpu()  # type: ignore[union-attr]
@@ -404,37 +385,60 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
         params["context_px"] = float(cfg.context_px)
         if cfg.context_self > 0:
             params["context_self"] = float(cfg.context_self)
-    if cfg.score_kind in ("residual_excess", "feature_knn_excess"):
-        from xrayscreen.inference.score_kinds import DENSER_SIGN
-
+    if uses_denser_sign(cfg.score_kind):
         params["sign"] = DENSER_SIGN[cfg.representation]
     return params
 
 
-def _calibrate_context(
+def fit_score(
     bundle: ModelBundle,
     cfg: TrainConfig,
-    sources: Iterable[Source] | Source,
+    train_windows: WindowSet,
     cal_windows: WindowSet,
+    sources: Iterable[Source] | Source,
     device: torch.device,
-    result: TrainResult,
-) -> None:
-    """Re-fit the calibration of a spatial-context score on whole held-out scans.
+) -> list[str]:
+    """Fit everything the bundle's score needs after training; returns warnings.
 
-    The window calibration above set the scan-normalisation reference; the context
-    average needs each window's neighbours, so the held-out scans are read again and
-    scored whole by the engine. Without them (pre-cut windows only) the window
-    calibration stays and the result says so.
+    The feature memory on TRAINING windows (never the held-out ones, which calibrate
+    the score), a memory-plus kind's component spreads and the calibration on the
+    held-out windows, and -- for a spatial-context score, which needs each window's
+    neighbours -- the calibration again on the held-out scans read again and scored
+    whole by the engine. Without those scans (pre-cut windows only) the window
+    calibration stays and a warning says so.
     """
-    scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
-    try:
-        bundle.calibration = calibrate_on_scans(
-            bundle, scans, cfg.target_window_far, device, target_bag_far=cfg.target_bag_far
+    warnings: list[str] = []
+    if cfg.score_kind in FEATURE_KINDS:
+        bundle.feature_bank = fit_feature_bank(
+            bundle,
+            train_windows,
+            device,
+            level=cfg.bank_level,
+            k=cfg.bank_k,
+            max_size=cfg.bank_size,
+            seed=cfg.seed,
         )
-        bundle.training["calibration_context"] = "held-out scans scored whole"
-    except ConfigError:
-        result.warnings.append(
-            "spatial context: the held-out scans could not be read again, so the calibration "
-            "ignores the context (thresholds are conservative: fewer alarms than stated)"
-        )
-        bundle.training["calibration_context"] = "windows only (context ignored)"
+        bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
+    if cfg.score_kind in MEMORY_PLUS:
+        bundle.score.params = {
+            **bundle.score.params,
+            **fit_component_scales(bundle, cal_windows, device),
+        }
+    bundle.calibration, _ = calibrate_bundle(
+        bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far
+    )
+    if cfg.context_px > 0:
+        scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
+        try:
+            bundle.calibration = calibrate_on_scans(
+                bundle, scans, cfg.target_window_far, device, target_bag_far=cfg.target_bag_far
+            )
+            bundle.training["calibration_context"] = "held-out scans scored whole"
+        except ConfigError:
+            warnings.append(
+                "spatial context: the held-out scans could not be read again, so the "
+                "calibration ignores the context (thresholds are conservative: fewer alarms "
+                "than stated)"
+            )
+            bundle.training["calibration_context"] = "windows only (context ignored)"
+    return warnings

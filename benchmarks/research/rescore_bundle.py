@@ -22,16 +22,9 @@ import time
 import torch
 
 from xrayscreen.model.bundle import ScoreSpec, load_bundle, save_bundle
-from xrayscreen.model.feature_bank import FEATURE_KINDS
-from xrayscreen.training.calibrate import (
-    calibrate_bundle,
-    calibrate_on_scans,
-    fit_component_scales,
-    fit_feature_bank,
-)
 from xrayscreen.training.config import TrainConfig
-from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
-from xrayscreen.training.pipeline import _score_params
+from xrayscreen.training.data import load_windows, split_by_scan
+from xrayscreen.training.pipeline import _score_params, fit_score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,26 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(b.training["config"])
     ctx = cfg.context_px if a.context_px is None else a.context_px
     own = cfg.context_self if a.context_self is None else a.context_self
-    cfg = cfg.replace(score_kind=a.score_kind, context_px=ctx, context_self=own)
+    bag_far = cfg.target_bag_far if a.target_bag_far is None else a.target_bag_far
+    cfg = cfg.replace(
+        score_kind=a.score_kind, context_px=ctx, context_self=own, target_bag_far=bag_far
+    )
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     b.score = ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm, params=_score_params(cfg))
     b.feature_bank = None
-    if cfg.score_kind in FEATURE_KINDS:
-        b.feature_bank = fit_feature_bank(
-            b, split.train, device, level=cfg.bank_level, k=cfg.bank_k,
-            max_size=cfg.bank_size, seed=cfg.seed,
-        )  # fmt: skip
-        b.score.params = {**b.score.params, **b.feature_bank.params()}
-    if cfg.score_kind in ("feature_knn_residual", "feature_knn_excess"):
-        b.score.params = {**b.score.params, **fit_component_scales(b, split.val, device)}
-    bag_far = cfg.target_bag_far if a.target_bag_far is None else a.target_bag_far
-    b.calibration, _ = calibrate_bundle(b, split.val, cfg.target_window_far, device, bag_far)
-    if cfg.context_px > 0:
-        scans = iter_scans_of(a.sources, split.val.scan_ids, split.val.scan_names)
-        b.calibration = calibrate_on_scans(
-            b, scans, cfg.target_window_far, device, target_bag_far=bag_far
-        )
+    warnings = fit_score(b, cfg, split.train, split.val, a.sources, device)
     b.training["config"] = cfg.to_dict()
     b.training["rescored_from"] = str(a.bundle)
     save_bundle(b, a.out, half=cfg.half_weights, overwrite=True)
@@ -82,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 "from": a.bundle,
                 "score": b.score.to_dict(),
                 "held_out_scans": len(split.val.scan_ids),
+                "warnings": warnings,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )

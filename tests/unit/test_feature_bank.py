@@ -161,21 +161,6 @@ def test_feature_kind_without_context_is_a_clear_error():
         score_kinds.compute(spec, x, out)
 
 
-def test_memory_plus_residual_kind_by_hand(tmp_path):
-    b = _bank_bundle(tmp_path)
-    b.score = ScoreSpec(
-        kind="feature_knn_residual",
-        params={**b.feature_bank.params(), "knn_scale": 0.5, "res_scale": 0.25, "res_weight": 2.0},
-    )
-    x = (torch.rand(20, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    got = ScoringEngine(b, "cpu", autocast="off", batch=8).score_windows(x, residual=False)
-    with torch.no_grad():
-        x_hat = b.generator(x).x_hat
-    res = (x - x_hat).abs().flatten(1).mean(1)
-    expect = _by_hand(b, x) / 0.5 + 2.0 * res / 0.25
-    torch.testing.assert_close(got.latent, expect, rtol=1e-4, atol=1e-4)
-
-
 def test_unet_generator_with_a_feature_kind_is_a_clear_error():
     from xrayscreen.model.variants import build_generator as build_variant
     from xrayscreen.training.config import TrainConfig
@@ -207,16 +192,23 @@ def test_training_refuses_a_feature_level_the_window_does_not_have():
             knn.replace(**changes)
 
 
-def test_memory_plus_unexplained_density_kind_by_hand(tmp_path):
+@pytest.mark.parametrize(
+    "kind, extra, second, weight",
+    [
+        ("feature_knn_residual", {"res_weight": 2.0}, lambda d: d.abs(), 2.0),
+        ("feature_knn_excess", {"sign": 1.0}, lambda d: d.clamp_min(0), 1.0),
+    ],
+)
+def test_memory_plus_kinds_by_hand(tmp_path, kind, extra, second, weight):
     b = _bank_bundle(tmp_path)
     b.score = ScoreSpec(
-        kind="feature_knn_excess",
-        params={**b.feature_bank.params(), "knn_scale": 0.5, "res_scale": 0.25, "sign": 1.0},
+        kind=kind,
+        params={**b.feature_bank.params(), "knn_scale": 0.5, "res_scale": 0.25, **extra},
     )
     x = (torch.rand(20, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
     got = ScoringEngine(b, "cpu", autocast="off", batch=8).score_windows(x, residual=False)
     with torch.no_grad():
         x_hat = b.generator(x).x_hat
-    exc = (x - x_hat).clamp_min(0).flatten(1).mean(1)
-    expect = _by_hand(b, x) / 0.5 + exc / 0.25
+    part = second(x - x_hat).flatten(1).mean(1)
+    expect = _by_hand(b, x) / 0.5 + weight * part / 0.25
     torch.testing.assert_close(got.latent, expect, rtol=1e-4, atol=1e-4)

@@ -157,20 +157,37 @@ def feature_knn(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any
     return bank.score(fmap)
 
 
+# Memory-plus kinds: the feature-memory distance plus a second, generator-based part,
+# each divided by its spread on held-out normal windows (params ``knn_scale``,
+# ``res_scale``, fitted at training) and the second weighted by ``res_weight`` (default 1).
+# Kind -> the kind of its second part (training fits that part's spread).
+MEMORY_PLUS = {"feature_knn_residual": "residual", "feature_knn_excess": "residual_excess"}
+
+
+def uses_denser_sign(kind: str) -> bool:
+    """Whether a kind needs the ``sign`` param (:data:`DENSER_SIGN`) set at training."""
+    return "residual_excess" in (kind, MEMORY_PLUS.get(kind))
+
+
+def _memory_plus(
+    second: ScoreFn, x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
+) -> torch.Tensor:
+    knn = feature_knn(x, outputs, params).float()
+    part = second(x, outputs, params).float()
+    ks = float(params.get("knn_scale", 1.0))
+    rs = float(params.get("res_scale", 1.0))
+    w = float(params.get("res_weight", 1.0))
+    return knn / max(ks, 1e-12) + w * part / max(rs, 1e-12)
+
+
 @register("feature_knn_residual")
 def feature_knn_residual(
     x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
 ) -> torch.Tensor:
-    """Feature-memory distance plus GANomaly's reconstruction residual, each divided by
-    its spread on held-out normal windows (params ``knn_scale``, ``res_scale``, fitted
-    at training) and the residual weighted by ``res_weight`` (default 1): two kinds of
-    evidence, one learned by the generator, one from the memory of normal windows."""
-    knn = feature_knn(x, outputs, params).float()
-    res = residual(x, outputs, params).float()
-    ks = float(params.get("knn_scale", 1.0))
-    rs = float(params.get("res_scale", 1.0))
-    w = float(params.get("res_weight", 1.0))
-    return knn / max(ks, 1e-12) + w * res / max(rs, 1e-12)
+    """Feature-memory distance plus GANomaly's reconstruction residual (see
+    :data:`MEMORY_PLUS`): two kinds of evidence, one learned by the generator, one from
+    the memory of normal windows."""
+    return _memory_plus(residual, x, outputs, params)
 
 
 @register("feature_knn_excess")
@@ -178,14 +195,8 @@ def feature_knn_excess(
     x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]
 ) -> torch.Tensor:
     """Feature-memory distance plus GANomaly's unexplained density
-    (:func:`residual_excess`), each divided by its spread on held-out normal windows
-    (``knn_scale``, ``res_scale``) and the second weighted by ``res_weight`` (default 1)."""
-    knn = feature_knn(x, outputs, params).float()
-    exc = residual_excess(x, outputs, params).float()
-    ks = float(params.get("knn_scale", 1.0))
-    rs = float(params.get("res_scale", 1.0))
-    w = float(params.get("res_weight", 1.0))
-    return knn / max(ks, 1e-12) + w * exc / max(rs, 1e-12)
+    (:func:`residual_excess`; see :data:`MEMORY_PLUS`)."""
+    return _memory_plus(residual_excess, x, outputs, params)
 
 
 # Research kinds (issue 7: residual_pool, edge_excess, density_conditional, density_combined)
