@@ -142,6 +142,7 @@ def calibrate_bundle(
     target_window_far: float,
     device: torch.device,
     target_bag_far: float | None = None,
+    bag_rule: str = "empirical",
 ) -> tuple[Calibration, np.ndarray]:
     """Fit :class:`Calibration` on held-out normal windows; returns it and the raw scores.
 
@@ -167,7 +168,11 @@ def calibrate_bundle(
             normed[i] = scan_norm.normalise(bundle.score, torch.from_numpy(scores[i])).numpy()
         scores = normed
     cal = Calibration.fit(
-        scores, target_window_far, [scores[i] for i in idxs], target_bag_far=target_bag_far
+        scores,
+        target_window_far,
+        [scores[i] for i in idxs],
+        target_bag_far=target_bag_far,
+        bag_rule=bag_rule,
     )
     return cal, scores
 
@@ -179,6 +184,7 @@ def calibrate_on_scans(
     device: torch.device,
     stride: int = 16,
     target_bag_far: float | None = None,
+    bag_rule: str = "empirical",
 ) -> Calibration:
     """Fit :class:`Calibration` on whole held-out NORMAL scans scored by the engine.
 
@@ -186,7 +192,8 @@ def calibrate_on_scans(
     window of each scan, at the product's default scoring stride, after the bundle's
     per-scan normalisation and context -- exactly the numbers the engine calibrates
     when screening. The bag maxima are the peaks of the scans' heat maps, which is what
-    alarms are drawn from; ``target_bag_far`` then sets the default threshold on them.
+    alarms are drawn from; ``target_bag_far`` then sets the default threshold on them
+    (read by ``bag_rule``, :meth:`Calibration.set_bag_target`).
     The bundle's scan-normalisation reference must already be set.
 
     Raises:
@@ -222,5 +229,5 @@ def calibrate_on_scans(
         peaks.append(float(fold_mean(torch.from_numpy(c), r.grid).max()))
     cal.bag_maxima = peaks
     if target_bag_far is not None:
-        cal.set_bag_target(target_bag_far)
+        cal.set_bag_target(target_bag_far, bag_rule)
     return cal

@@ -71,6 +71,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "share of held-out normal bags allowed to alarm at the default threshold (default: "
         "off, the window rule alone)",
     ),
+    "bag_rule": (
+        "bag_rule",
+        str,
+        "how --target-bag-far reads the held-out bags' peaks: gumbel (a fitted Gumbel law) "
+        "or empirical (at most that share of them)",
+    ),
     "target_far": (
         "target_window_far",
         float,

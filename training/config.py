@@ -11,6 +11,7 @@ from typing import Any
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
+from xrayscreen.model.calibration import BAG_RULES
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GANomalyConfig, validate_isize
 from xrayscreen.model.losses import LossWeights
@@ -43,6 +44,8 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "scan_norm": "robust_z",
     "context_px": 128.0,
     "context_self": 0.25,
+    "target_bag_far": 0.10,
+    "bag_rule": "gumbel",
 }
 
 
@@ -77,9 +80,12 @@ class TrainConfig:
         threads: torch intra-op threads on CPU (0 = leave torch's default).
         d_reset_threshold: Re-initialise D when its loss falls below this (paper: 1e-5).
         target_window_far: Per-window false-alarm rate the default threshold is set for.
-        target_bag_far: Optional share of held-out normal bags allowed to alarm at the
-            default threshold (raises it above the window rule when needed); ``None``
-            = the window rule alone.
+        target_bag_far: Optional share of normal bags allowed to alarm at the default
+            threshold (raises it above the window rule when needed); ``None`` = the
+            window rule alone.
+        bag_rule: How ``target_bag_far`` reads the held-out bags' peaks: ``"gumbel"``
+            (a Gumbel law fitted to them) or ``"empirical"`` (at most that share of
+            them, rounded down); ``xrayscreen.model.calibration``.
         score_kind, score_norm: The anomaly score calibrated into the bundle.
         scan_norm: Per-scan normalisation of the score: ``"none"`` or ``"robust_z"``
             (``xrayscreen.inference.scan_norm``).
@@ -134,6 +140,7 @@ class TrainConfig:
     d_reset_threshold: float = 1e-5
     target_window_far: float = 0.01
     target_bag_far: float | None = None
+    bag_rule: str = "empirical"
     score_kind: str = "latent"
     score_norm: str = "l1"
     scan_norm: str = "none"
@@ -183,6 +190,8 @@ class TrainConfig:
             self._validate_feature_memory()
         if self.target_bag_far is not None and not 0.0 <= self.target_bag_far < 1.0:
             raise ConfigError(f"target_bag_far must be in [0, 1), got {self.target_bag_far}")
+        if self.bag_rule not in BAG_RULES:
+            raise ConfigError(f"bag_rule must be one of {BAG_RULES}, got {self.bag_rule!r}")
         if not 0.0 < self.target_window_far < 1.0:
             raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
         self.model_config()  # architecture checks (ngf even, ...)

@@ -365,6 +365,9 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
             "target_window_far": cal.target_window_far,
             "raw_threshold": _finite(cal.raw_threshold(cal.default_threshold)),
             "bag_far_at_default": cal.bag_far(cal.default_threshold),
+            "bag_far_fitted_at_default": cal.bag_far_fitted(cal.default_threshold),
+            "target_bag_far": cal.target_bag_far,
+            "bag_rule": cal.bag_rule,
         },
         "warnings": r.warnings,
         "history": fo.history,
@@ -425,13 +428,18 @@ def fit_score(
             **fit_component_scales(bundle, cal_windows, device),
         }
     bundle.calibration, _ = calibrate_bundle(
-        bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far
+        bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far, cfg.bag_rule
     )
     if cfg.context_px > 0:
         scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
         try:
             bundle.calibration = calibrate_on_scans(
-                bundle, scans, cfg.target_window_far, device, target_bag_far=cfg.target_bag_far
+                bundle,
+                scans,
+                cfg.target_window_far,
+                device,
+                target_bag_far=cfg.target_bag_far,
+                bag_rule=cfg.bag_rule,
             )
             bundle.training["calibration_context"] = "held-out scans scored whole"
         except ConfigError:

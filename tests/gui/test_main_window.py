@@ -355,3 +355,24 @@ def test_map_choice_names_the_models_own_score(qtbot, window, tiny_bundle):
     window.set_bundle(tiny_bundle, rescore=False)
     assert window.heat_panel.kind.itemText(0) == "Residual score, per scan"
     assert window.heat_panel.kind.itemData(0) == "latent"  # still the engine's score map
+
+
+def test_threshold_read_out_names_the_bag_rate_it_rests_on():
+    from xrayscreen.gui.panels import ThresholdPanel
+    from xrayscreen.model.calibration import Calibration
+
+    rng = np.random.default_rng(0)
+    scans = [rng.normal(size=300) for _ in range(20)]
+    pooled = np.concatenate(scans)
+    assert "not calibrated" in ThresholdPanel.describe(None, 2.0)
+    no_bags = Calibration.fit(pooled)
+    assert "No bag-level" in ThresholdPanel.describe(no_bags, 2.0)
+    emp = Calibration.fit(pooled, 0.01, scans)
+    text = ThresholdPanel.describe(emp, 2.0)
+    assert f"{emp.bag_far(2.0) * 100:.1f} % of normal bags" in text and "held-out" not in text
+    fit = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.05, bag_rule="gumbel")
+    t = fit.default_threshold
+    text = ThresholdPanel.describe(fit, t)
+    hits = int(round(fit.bag_far(t) * 20))
+    assert f"{fit.bag_far_fitted(t) * 100:.1f} % of normal bags" in text
+    assert f"({hits} of 20 held-out bags did)" in text

@@ -12,6 +12,7 @@ import pytest
 
 from xrayscreen.cli import main
 from xrayscreen.model.bundle import META, WEIGHTS, load_bundle
+from xrayscreen.model.calibration import MIN_FIT_BAGS
 
 TINY = [
     "--epochs", "2", "--window", "32", "--stride", "16", "--ngf", "8", "--ndf", "8",
@@ -59,7 +60,13 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
         and b.score.params["res_scale"] > 0
     )
     assert b.input.representation == "rgb_attenuation" and b.feature_bank is not None
-    assert b.calibration.target_bag_far is None  # the window rule sets the default
+    # The default threshold is set for 10 % of normal bags, read off a Gumbel law fitted
+    # to the held-out bags' heat-map peaks (never below the window rule's 2.0).
+    cal = b.calibration
+    assert cal.target_bag_far == 0.10 and cal.bag_rule == "gumbel"
+    assert cal.default_threshold >= 2.0
+    if len(cal.bag_maxima) >= MIN_FIT_BAGS and cal.default_threshold > 2.0:
+        assert cal.bag_far_fitted(cal.default_threshold) == pytest.approx(0.10, abs=1e-6)
     report = json.loads((out / "training_report.json").read_text())
     assert len(report["history"]) == 2 and report["kept_epoch"] == 2
     assert not set(report["train_scans"]) & set(report["val_scans"])
@@ -197,7 +204,7 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--context-px", "48"]
-    args += ["--target-bag-far", "0.1"]
+    args += ["--target-bag-far", "0.1", "--bag-rule", "empirical"]
     assert main(args) == 0
     capsys.readouterr()
     b = load_bundle(out)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from xrayscreen.model.calibration import Calibration
+from xrayscreen.model.calibration import MIN_FIT_BAGS, Calibration, gumbel_fit
 
 
 def test_quantiles_on_known_scores():
@@ -75,3 +75,70 @@ def test_bag_rate_target_raises_the_default_above_normal_bag_peaks():
     assert again.target_bag_far == 0.1 and again.default_threshold == bag.default_threshold
     with pytest.raises(ValueError):
         Calibration.fit(pooled, 0.01, scans, target_bag_far=1.0)
+
+
+def test_gumbel_fit_recovers_the_law_of_maxima():
+    rng = np.random.default_rng(3)
+    loc, scale = 2.0, 0.5
+    peaks = rng.gumbel(loc, scale, size=4000)
+    got_loc, got_scale = gumbel_fit(peaks)
+    assert got_loc == pytest.approx(loc, abs=0.05)
+    assert got_scale == pytest.approx(scale, abs=0.05)
+    with pytest.raises(ValueError):
+        gumbel_fit(np.array([1.0]))
+
+
+def test_gumbel_bag_rule_sets_the_fitted_quantile_and_a_smooth_read_out():
+    rng = np.random.default_rng(4)
+    scans = [rng.normal(size=300) for _ in range(30)]
+    pooled = np.concatenate(scans)
+    cal = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.05, bag_rule="gumbel")
+    loc, scale = gumbel_fit(np.asarray(cal.bag_maxima))
+    expected = loc - scale * np.log(-np.log(0.95))
+    assert cal.bag_rule == "gumbel"
+    assert cal.default_threshold == pytest.approx(max(expected, 2.0))
+    # The read-out at the default is the target when the fit set it.
+    if expected > 2.0:
+        assert cal.bag_far_fitted(cal.default_threshold) == pytest.approx(0.05, abs=1e-9)
+    # Smooth and decreasing, unlike the held-out count.
+    ts = np.linspace(0.0, 6.0, 25)
+    fitted = [cal.bag_far_fitted(t) for t in ts]
+    assert all(a >= b for a, b in zip(fitted, fitted[1:])) and fitted[0] > fitted[-1]
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.bag_rule == "gumbel" and again.default_threshold == cal.default_threshold
+    assert again.bag_far_fitted(3.0) == pytest.approx(cal.bag_far_fitted(3.0))
+
+
+def test_gumbel_rule_uses_every_peak_where_the_empirical_rule_sees_one():
+    # 18 bags, 5 %: the empirical rule lets floor(0.9) = 0 bags alarm, so it sits just
+    # above the single highest peak whatever the other 17 are; the fitted quantile moves
+    # with all of them.
+    base = Calibration.fit(np.random.default_rng(5).normal(size=5000))
+    high = 6.0
+    tight = [2.0 + 0.01 * i for i in range(17)] + [high]
+    spread = [1.0 + 0.15 * i for i in range(17)] + [high]
+    out = {}
+    for name, peaks in (("tight", tight), ("spread", spread)):
+        for rule in ("empirical", "gumbel"):
+            c = Calibration(**{**base.__dict__, "bag_maxima": list(peaks)})
+            c.set_bag_target(0.05, rule)
+            out[name, rule] = c.default_threshold
+    assert out["tight", "empirical"] == out["spread", "empirical"] == pytest.approx(high, abs=1e-3)
+    assert out["tight", "gumbel"] != pytest.approx(out["spread", "gumbel"], abs=0.1)
+    assert out["tight", "gumbel"] < high
+
+
+def test_gumbel_rule_falls_back_to_the_empirical_rule_with_few_bags():
+    rng = np.random.default_rng(6)
+    scans = [rng.normal(size=300) for _ in range(MIN_FIT_BAGS - 1)]
+    pooled = np.concatenate(scans)
+    fit = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.2, bag_rule="gumbel")
+    emp = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.2)
+    assert fit.bag_fit() is None and fit.bag_far_fitted(2.0) is None
+    assert fit.default_threshold == emp.default_threshold
+    with pytest.raises(ValueError):
+        Calibration.fit(pooled, 0.01, scans, target_bag_far=0.1, bag_rule="max")
+    bad = fit.to_dict()
+    bad["bag_rule"] = "max"
+    with pytest.raises(ValueError):
+        Calibration.from_dict(bad)

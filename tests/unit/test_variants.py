@@ -258,8 +258,11 @@ def test_xray_preset_is_the_chosen_configuration_and_round_trips():
     assert cfg.score_kind == "feature_knn_excess" and cfg.research["d_loss"] == "hinge"
     assert cfg.scan_norm == "robust_z" and cfg.context_px == 128.0 and cfg.context_self == 0.25
     assert cfg.bank_level == 2 and cfg.bank_k == 5
-    assert cfg.target_bag_far is None and TrainConfig().target_bag_far is None  # window rule
-    for bad in ({"context_self": 1.0}, {"target_bag_far": 1.0}):
+    # X-ray default threshold: 10 % of normal bags by a fitted Gumbel law; the plain
+    # (paper) configuration keeps the window rule alone.
+    assert cfg.target_bag_far == 0.10 and cfg.bag_rule == "gumbel"
+    assert TrainConfig().target_bag_far is None and TrainConfig().bag_rule == "empirical"
+    for bad in ({"context_self": 1.0}, {"target_bag_far": 1.0}, {"bag_rule": "max"}):
         with pytest.raises(ConfigError):
             cfg.replace(**bad)
     assert cfg.research["reset_window"] == 50

@@ -147,6 +147,15 @@ class ThresholdPanel(QGroupBox):
         text = f"≈ {win:.2g} % of normal windows reach {t:.2f}."
         if bag is None:
             return text + " (No bag-level calibration in this model.)"
+        n = len(calibration.bag_maxima)
+        fitted = getattr(calibration, "bag_far_fitted", lambda _t: None)(t)
+        if fitted is not None:
+            # The smooth estimate from the Gumbel law fitted to the held-out peaks, with
+            # the raw count beside it so the analyst sees how few bags it rests on.
+            return (
+                f"≈ {fitted * 100:.1f} % of normal bags would alarm at this threshold "
+                f"({round(bag * n)} of {n} held-out bags did). " + text
+            )
         return f"≈ {bag * 100:.1f} % of normal bags would alarm at this threshold. " + text
 
 

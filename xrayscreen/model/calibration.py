@@ -9,6 +9,7 @@ tail) so stronger anomalies keep ranking above weaker ones instead of saturating
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,28 @@ QUANTILE_LEVELS = np.unique(
     ).round(6)
 )
 
+BAG_RULES = ("empirical", "gumbel")
+# Fewest held-out bag peaks a Gumbel fit is made from; below it the empirical rule.
+MIN_FIT_BAGS = 5
+_EULER_GAMMA = 0.5772156649015329
+
+
+def gumbel_fit(peaks: np.ndarray) -> tuple[float, float]:
+    """Method-of-moments Gumbel (maximum) fit ``(loc, scale)`` to bag peaks.
+
+    A bag's peak is the maximum of many window scores, and maxima follow the Gumbel law;
+    two moments of a dozen or so peaks pin its tail far more steadily than their
+    empirical 95th percentile (issue 7: over 150 random draws of 18 held-out bags the
+    fitted 5 % threshold alarmed a median 5-8 % of the other bags, the window rule
+    17-23 %).
+    """
+    p = np.asarray(peaks, dtype=np.float64)
+    p = p[np.isfinite(p)]
+    if p.size < 2:
+        raise ValueError("a Gumbel fit needs at least 2 finite peaks")
+    scale = max(float(np.std(p, ddof=1)) * math.sqrt(6.0) / math.pi, 1e-9)
+    return float(np.mean(p)) - _EULER_GAMMA * scale, scale
+
 
 @dataclass
 class Calibration:
@@ -42,6 +65,9 @@ class Calibration:
             bag-level false-alarm rates at any threshold: the peak of its heat map when
             the scans were scored whole (what alarms are drawn from), else the peak
             window score (an upper bound).
+        target_bag_far: The share of normal bags the default threshold was raised for
+            (:meth:`set_bag_target`), or ``None`` (the window rule alone).
+        bag_rule: ``"empirical"`` or ``"gumbel"``: how that target read the peaks.
     """
 
     levels: list[float]
@@ -51,6 +77,7 @@ class Calibration:
     target_window_far: float = 0.01
     bag_maxima: list[float] = field(default_factory=list)
     target_bag_far: float | None = None
+    bag_rule: str = "empirical"
 
     @classmethod
     def fit(
@@ -59,6 +86,7 @@ class Calibration:
         target_window_far: float = 0.01,
         scan_scores: list[np.ndarray] | None = None,
         target_bag_far: float | None = None,
+        bag_rule: str = "empirical",
     ) -> Calibration:
         """Calibrate from raw scores of held-out normal windows.
 
@@ -73,6 +101,7 @@ class Calibration:
                 with this set the default is raised until at most this share of the
                 held-out bags (rounded down) reaches it. Never lowered below the window
                 rule's threshold.
+            bag_rule: How the bag target reads the held-out peaks (:meth:`set_bag_target`).
         """
         s = np.asarray(normal_scores, dtype=np.float64).ravel()
         s = s[np.isfinite(s)]
@@ -91,26 +120,49 @@ class Calibration:
                 float(cal.calibrate(np.asarray(x)).max()) for x in scan_scores if len(x)
             ]
         if target_bag_far is not None:
-            cal.set_bag_target(target_bag_far)
+            cal.set_bag_target(target_bag_far, bag_rule)
         return cal
 
-    def set_bag_target(self, target_bag_far: float) -> None:
-        """Raise the default threshold until at most ``target_bag_far`` of the held-out
-        normal bags (rounded down) have a peak at or above it; never lower it.
+    def set_bag_target(self, target_bag_far: float, rule: str = "empirical") -> None:
+        """Raise the default threshold so that about ``target_bag_far`` of normal bags
+        alarm; never lower it below the window rule's.
+
+        ``rule="empirical"``: at most that share of the held-out bags (rounded down) has
+        a peak at or above the threshold -- with a handful of bags a coarse and
+        conservative step (5 % of 18 bags is "none"). ``rule="gumbel"``: the
+        ``1 - target_bag_far`` quantile of a Gumbel law fitted to the held-out peaks
+        (:func:`gumbel_fit`), which uses every peak's value, not just the top one or
+        two; the empirical rule stands in below :data:`MIN_FIT_BAGS` peaks.
 
         Raises:
-            ValueError: outside [0, 1).
+            ValueError: a target outside [0, 1) or an unknown rule.
         """
         if not 0.0 <= target_bag_far < 1.0:
             raise ValueError(f"target_bag_far must be in [0, 1), got {target_bag_far}")
+        if rule not in BAG_RULES:
+            raise ValueError(f"unknown bag rule {rule!r}; known: {BAG_RULES}")
         self.target_bag_far = float(target_bag_far)
+        self.bag_rule = rule
         if not self.bag_maxima:
+            return
+        fitted = self.bag_fit()
+        if fitted is not None and target_bag_far > 0.0:
+            loc, scale = fitted
+            t = loc - scale * math.log(-math.log(1.0 - target_bag_far))
+            self.default_threshold = max(self.default_threshold, float(t))
             return
         desc = np.sort(np.asarray(self.bag_maxima))[::-1]
         k = int(np.floor(target_bag_far * len(desc) + 1e-9))  # bags that may alarm
         if k < len(desc):
             # Alarms are peak >= threshold: sit just above the (k+1)-th highest peak.
             self.default_threshold = max(self.default_threshold, float(desc[k]) + 1e-4)
+
+    def bag_fit(self) -> tuple[float, float] | None:
+        """The Gumbel ``(loc, scale)`` of the held-out bag peaks under the ``gumbel``
+        rule with at least :data:`MIN_FIT_BAGS` peaks, else ``None``."""
+        if self.bag_rule != "gumbel" or len(self.bag_maxima) < MIN_FIT_BAGS:
+            return None
+        return gumbel_fit(np.asarray(self.bag_maxima))
 
     # -- mapping -----------------------------------------------------------------------
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +214,16 @@ class Calibration:
             return None
         return float(np.mean(np.asarray(self.bag_maxima) >= calibrated_threshold))
 
+    def bag_far_fitted(self, calibrated_threshold: float) -> float | None:
+        """Share of normal bags expected to alarm at the threshold under the fitted
+        Gumbel law of :meth:`bag_fit` (smooth, unlike :meth:`bag_far`'s steps of one
+        held-out bag); ``None`` without a fit."""
+        fitted = self.bag_fit()
+        if fitted is None:
+            return None
+        loc, scale = fitted
+        return float(-math.expm1(-math.exp(-(calibrated_threshold - loc) / scale)))
+
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +235,7 @@ class Calibration:
             "target_window_far": self.target_window_far,
             "bag_maxima": [float(x) for x in self.bag_maxima],
             "target_bag_far": self.target_bag_far,
+            "bag_rule": self.bag_rule,
         }
 
     @classmethod
@@ -183,6 +246,9 @@ class Calibration:
             raise ValueError("calibration levels/values must be equal-length lists (>= 2)")
         if any(b < a for a, b in zip(values, values[1:])):
             raise ValueError("calibration values must be non-decreasing")
+        rule = str(data.get("bag_rule", "empirical"))
+        if rule not in BAG_RULES:
+            raise ValueError(f"unknown bag rule {rule!r}; known: {BAG_RULES}")
         return cls(
             levels=levels,
             values=values,
@@ -193,6 +259,7 @@ class Calibration:
             target_bag_far=(
                 None if data.get("target_bag_far") is None else float(data["target_bag_far"])
             ),
+            bag_rule=rule,
         )
 
 

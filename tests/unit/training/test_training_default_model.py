@@ -32,13 +32,14 @@ def test_default_model_is_small_and_complete():
     assert b.input.window == 64 and b.config.nc == 3
     assert b.calibration is not None and b.calibration.n_windows > 100
     # Bag maxima are the held-out bags' heat-map peaks (scored whole, 7 bags).
-    assert b.calibration.target_bag_far is None and len(b.calibration.bag_maxima) == 7
+    assert len(b.calibration.bag_maxima) == 7
+    assert b.calibration.target_bag_far == 0.10 and b.calibration.bag_rule == "gumbel"
     assert b.training["calibration_source"] == "validation"
     # Trained with the documented regenerating settings.
     cfg = b.training["config"]
     expected = default_config().to_dict()
     keys = ("ngf", "ndf", "nz", "window", "stride", "representation", "lr", "seed", "score_kind")
-    ctx = ("context_px", "context_self", "target_bag_far")
+    ctx = ("context_px", "context_self", "target_bag_far", "bag_rule")
     for key in (*keys, "scan_norm", *ctx, "bank_level", "bank_k", "bank_size", "research"):
         assert cfg[key] == expected[key], key
     assert len(b.provenance["data_fingerprint"]) == 64

@@ -1,0 +1,116 @@
+"""Dump per-window raw scores of bundles on protocol scans, for offline calibration and
+bag-level analysis (issue 7).
+
+For every scan of the lists (prepared once, at the protocol scale) and every bundle,
+stores the bundle's RAW window score (before per-scan normalisation and context), and
+per scan the belt mask, the window labels, the grid and two floors (max density, mean
+darkness), plus the threat pixels packed as bits. Analysis scripts then apply the
+product's own ``scan_norm`` / ``context`` / ``Calibration`` to these arrays, so a
+calibration or bag rule can be compared without re-running the network::
+
+    python benchmarks/research/dump_scores.py --out /tmp/dump.npz \\
+        --bundles /tmp/models/a /tmp/models/b \\
+        --normal /tmp/sixray_lists/benign_val.txt --threat /tmp/sixray_lists/threat_val.txt \\
+        --labels ../shared/data/sixray/threat/labels_yolo --masks ../shared/data/sixray/threat/masks
+
+Prints one JSON line (counts, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from xrayscreen.evaluation.annotations import AnnotationSource, parse_mask_classes
+from xrayscreen.evaluation.dataset import list_scans, prepare_dataset
+from xrayscreen.evaluation.floors import floor_scores
+from xrayscreen.evaluation.scorers import EngineScorer, _gather
+from xrayscreen.imaging.representation import model_input
+from xrayscreen.model.bundle import load_bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--bundles", nargs="+", required=True)
+    p.add_argument("--normal", nargs="+", default=[])
+    p.add_argument("--threat", nargs="+", default=[])
+    p.add_argument("--labels")
+    p.add_argument("--masks")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--flip",
+        choices=("none", "h", "v"),
+        default="none",
+        help="score every window mirrored (test-time augmentation research)",
+    )
+    a = p.parse_args(argv)
+    dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    source = AnnotationSource(
+        labels=a.labels, masks=a.masks, mask_classes=parse_mask_classes("gun,knife")
+    )
+    ds = prepare_dataset(list_scans(a.normal), list_scans(a.threat), source, progress=False)
+    scorers = [EngineScorer(load_bundle(b), device="cpu") for b in a.bundles]
+    out: dict[str, np.ndarray] = {}
+    names, kinds, shas = [], [], []
+    for i, scan in enumerate(ds.scans):
+        g, lab = scan.grid, scan.labels
+        key = f"s{i}"
+        names.append(scan.name)
+        kinds.append(scan.kind)
+        shas.append(scan.sha256)
+        out[f"{key}_grid"] = np.array([g.height, g.width, g.window, g.stride, g.rows, g.cols])
+        out[f"{key}_belt"] = lab.belt
+        out[f"{key}_pos"] = lab.positives
+        out[f"{key}_neg"] = lab.negatives
+        out[f"{key}_cls"] = lab.cls
+        fl = floor_scores(scan.rgb_padded(), g)
+        out[f"{key}_maxd"] = np.asarray(fl["max_density"], dtype=np.float32)
+        out[f"{key}_meand"] = np.asarray(fl["mean_darkness"], dtype=np.float32)
+        if scan.annotated:
+            tp = scan.annotation.threat_pixels()
+            if tp is not None:
+                out[f"{key}_tpx"] = np.packbits(tp.ravel())
+        idx = torch.nonzero(~torch.from_numpy(lab.belt)).flatten()
+        for j, sc in enumerate(scorers):
+            raw = np.zeros(len(g), dtype=np.float32)
+            if len(idx):
+                x = torch.from_numpy(
+                    model_input(scan.scan, sc.bundle.input.representation, sc.bundle.input.scale)
+                )
+                padded = sc._air[:, None, None].expand(x.shape[0], *g.padded_shape).clone()
+                padded[:, : g.height, : g.width] = x
+                xw = _gather(padded, g, idx)
+                if dims is not None:
+                    xw = xw.flip(dims)
+                o = sc.engine.score_windows(xw, residual=False)
+                raw[idx.numpy()] = o.latent.float().cpu().numpy()
+            out[f"{key}_m{j}"] = raw
+        scan.release()
+    out["names"] = np.array(names)
+    out["kinds"] = np.array(kinds)
+    out["sha256"] = np.array(shas)
+    out["bundles"] = np.array(a.bundles)
+    np.savez_compressed(a.out, **out)
+    print(
+        json.dumps(
+            {
+                "scans": len(ds.scans),
+                "bundles": len(scorers),
+                "skipped": len(ds.skipped),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
