@@ -23,7 +23,7 @@ from xrayscreen.inference import scan_norm
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
-from xrayscreen.model.score import latent_score
+from xrayscreen.model.score import discriminator_feature_residual, latent_score
 
 from .data import WindowSet, decode
 
@@ -124,16 +124,50 @@ def fit_component_scales(
 
     own = bundle.score
     second = MEMORY_PLUS[own.kind]
+    # Each part alone: without the discriminator-feature part a spec may also carry.
+    params = {k: v for k, v in own.params.items() if k != "dfeat_weight"}
     out: dict[str, float] = {}
     try:
         for kind, key in (("feature_knn", "knn_scale"), (second, "res_scale")):
-            bundle.score = ScoreSpec(kind=kind, norm=own.norm, params=dict(own.params))
+            bundle.score = ScoreSpec(kind=kind, norm=own.norm, params=dict(params))
             s = score_windows(bundle, windows, device).astype(np.float64)
             q1, q3 = np.percentile(s, [25, 75])
             out[key] = float(max((q3 - q1) / 1.349, 1e-9))
     finally:
         bundle.score = own
     return out
+
+
+@torch.no_grad()
+def fit_dfeat_scale(
+    bundle: ModelBundle, windows: WindowSet, device: torch.device, batch: int = 256
+) -> float:
+    """Spread (IQR / 1.349) of GANomaly's discriminator-feature residual on held-out
+    NORMAL windows: the unit in which a score's ``dfeat_weight`` part is added
+    (:func:`xrayscreen.inference.score_kinds.compute`).
+
+    Raises:
+        ConfigError: without a discriminator or held-out windows.
+    """
+    if bundle.discriminator is None:
+        raise ConfigError("the discriminator-feature score needs the trained discriminator")
+    if len(windows) == 0:
+        raise ConfigError("the discriminator-feature scale needs held-out normal windows")
+    gen, disc = bundle.generator, bundle.discriminator
+    modes = gen.training, disc.training
+    gen.eval()
+    disc.eval()
+    vals: list[np.ndarray] = []
+    try:
+        for i in range(0, len(windows), batch):
+            x = decode(windows.data[i : i + batch]).to(device)
+            d = discriminator_feature_residual(disc.features, x, gen(x).x_hat)
+            vals.append(d.cpu().numpy().astype(np.float64))
+    finally:
+        gen.train(modes[0])
+        disc.train(modes[1])
+    q1, q3 = np.percentile(np.concatenate(vals), [25, 75])
+    return float(max((q3 - q1) / 1.349, 1e-9))
 
 
 def calibrate_bundle(

@@ -62,6 +62,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "weight in [0, 1) kept on a window's own score inside the context (default 0)",
     ),
+    "dfeat_weight": (
+        "dfeat_weight",
+        float,
+        "weight of the discriminator-feature residual added to a memory-plus score (0 = off)",
+    ),
     "bank_level": ("bank_level", int, "feature_knn: encoder activation level (default 2)"),
     "bank_k": ("bank_k", int, "feature_knn: neighbours averaged (default 5)"),
     "bank_size": ("bank_size", int, "feature_knn: most training windows kept (default 20000)"),

@@ -11,6 +11,7 @@ from typing import Any
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
+from xrayscreen.inference.score_kinds import MEMORY_PLUS
 from xrayscreen.model.calibration import BAG_RULES
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GANomalyConfig, validate_isize
@@ -94,6 +95,10 @@ class TrainConfig:
             ``xrayscreen.inference.context``); 0 = off.
         context_self: Weight in [0, 1) kept on a window's own score when the context
             averages it (small compact objects keep part of their evidence).
+        dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
+            on the window vs its reconstruction) added to a memory-plus score, in units
+            of its spread on held-out normal windows; 0 = off. Scoring then needs the
+            bundle's discriminator.
         bank_level, bank_k, bank_size: For ``score_kind="feature_knn"``: the G_E
             activation level embedded, the neighbours averaged, and the most training
             windows kept in the bundle's memory (``xrayscreen.model.feature_bank``).
@@ -146,6 +151,7 @@ class TrainConfig:
     scan_norm: str = "none"
     context_px: float = 0.0
     context_self: float = 0.0
+    dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
     bank_size: int = 20000
@@ -186,6 +192,14 @@ class TrainConfig:
             raise ConfigError(f"context_px must be >= 0 pixels, got {self.context_px}")
         if not 0.0 <= float(self.context_self) < 1.0:
             raise ConfigError(f"context_self must be in [0, 1), got {self.context_self}")
+        if not float(self.dfeat_weight) >= 0.0:
+            raise ConfigError(f"dfeat_weight must be >= 0, got {self.dfeat_weight}")
+        if self.dfeat_weight > 0 and self.score_kind not in MEMORY_PLUS:
+            raise ConfigError(
+                "dfeat_weight adds to a memory-plus score (a sum of parts in units of their "
+                f"spreads): score_kind must be one of {sorted(MEMORY_PLUS)}, "
+                f"got {self.score_kind!r}"
+            )
         if self.score_kind in FEATURE_KINDS:
             self._validate_feature_memory()
         if self.target_bag_far is not None and not 0.0 <= self.target_bag_far < 1.0:

@@ -33,6 +33,7 @@ from .calibrate import (
     calibrate_bundle,
     calibrate_on_scans,
     fit_component_scales,
+    fit_dfeat_scale,
     fit_feature_bank,
 )
 from .config import TrainConfig
@@ -390,6 +391,8 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
             params["context_self"] = float(cfg.context_self)
     if uses_denser_sign(cfg.score_kind):
         params["sign"] = DENSER_SIGN[cfg.representation]
+    if cfg.dfeat_weight > 0:
+        params["dfeat_weight"] = float(cfg.dfeat_weight)
     return params
 
 
@@ -426,6 +429,11 @@ def fit_score(
         bundle.score.params = {
             **bundle.score.params,
             **fit_component_scales(bundle, cal_windows, device),
+        }
+    if cfg.dfeat_weight > 0:
+        bundle.score.params = {
+            **bundle.score.params,
+            "dfeat_scale": fit_dfeat_scale(bundle, cal_windows, device),
         }
     bundle.calibration, _ = calibrate_bundle(
         bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far, cfg.bag_rule

@@ -34,6 +34,21 @@ from xrayscreen.imaging.representation import model_input
 from xrayscreen.model.bundle import load_bundle
 
 
+@torch.no_grad()
+def _dfeat(bundle, xw: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Discriminator-feature residual per window: mean squared difference of D's last
+    feature map (the one the adversarial feature-matching loss uses) on x and x_hat."""
+    out = []
+    for i in range(0, len(xw), batch):
+        x = xw[i : i + batch]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            xh = bundle.generator(x).x_hat
+            fx = bundle.discriminator.features(x).float()
+            fh = bundle.discriminator.features(xh).float()
+        out.append((fx - fh).pow(2).flatten(1).mean(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -49,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="score every window mirrored (test-time augmentation research)",
     )
+    p.add_argument(
+        "--dfeat",
+        action="store_true",
+        help="also store the discriminator-feature residual mean((D(x) - D(x_hat))^2)",
+    )
     a = p.parse_args(argv)
     dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
     torch.set_num_threads(a.threads)
@@ -58,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ds = prepare_dataset(list_scans(a.normal), list_scans(a.threat), source, progress=False)
     scorers = [EngineScorer(load_bundle(b), device="cpu") for b in a.bundles]
+    nets = [load_bundle(b, with_discriminator=True) for b in a.bundles] if a.dfeat else []
+    for n in nets:
+        n.generator.eval()
+        n.discriminator.eval()
     out: dict[str, np.ndarray] = {}
     names, kinds, shas = [], [], []
     for i, scan in enumerate(ds.scans):
@@ -92,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                     xw = xw.flip(dims)
                 o = sc.engine.score_windows(xw, residual=False)
                 raw[idx.numpy()] = o.latent.float().cpu().numpy()
+                if nets:
+                    df = np.zeros(len(g), dtype=np.float32)
+                    df[idx.numpy()] = _dfeat(nets[j], xw)
+                    out[f"{key}_m{j}_dfeat"] = df
             out[f"{key}_m{j}"] = raw
         scan.release()
     out["names"] = np.array(names)

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-px", type=float, default=None, help="default: the bundle's")
     p.add_argument("--context-self", type=float, default=None, help="default: the bundle's")
     p.add_argument("--target-bag-far", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--bag-rule", default=None, help="default: the bundle's")
+    p.add_argument("--dfeat-weight", type=float, default=None, help="default: the bundle's")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -47,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     own = cfg.context_self if a.context_self is None else a.context_self
     bag_far = cfg.target_bag_far if a.target_bag_far is None else a.target_bag_far
     cfg = cfg.replace(
-        score_kind=a.score_kind, context_px=ctx, context_self=own, target_bag_far=bag_far
+        score_kind=a.score_kind,
+        context_px=ctx,
+        context_self=own,
+        target_bag_far=bag_far,
+        bag_rule=cfg.bag_rule if a.bag_rule is None else a.bag_rule,
+        dfeat_weight=cfg.dfeat_weight if a.dfeat_weight is None else a.dfeat_weight,
     )
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)

@@ -54,6 +54,7 @@ from xrayscreen.inference.windows import (
 )
 from xrayscreen.model import feature_bank
 from xrayscreen.model.ganomaly import GeneratorOutput
+from xrayscreen.model.score import discriminator_feature_residual
 
 __all__ = [
     "ScanResult",
@@ -344,6 +345,9 @@ class ScoringEngine:
         self._tap_hook = None
         if score_kinds.needs_features(bundle.score):
             self._setup_feature_tap()
+        self._dfeat: nn.Module | None = None
+        if score_kinds.needs_discriminator(bundle.score):
+            self._setup_discriminator()
         self.startup_s = time.perf_counter() - t0
         cal = bundle.calibration
         self._bg_raw = float(cal.values[0]) if cal is not None else 0.0
@@ -367,6 +371,24 @@ class ScoringEngine:
             self._tap_hook = tap.register_forward_hook(lambda _m, _inp, out: self._tap.append(out))
         else:  # recomputed per batch: check now that the generator has the level
             feature_bank.tap_index(feature_bank.encoder_body(self.generator), bank.level)
+
+    def _setup_discriminator(self) -> None:
+        """For scores with a discriminator-feature part: D's feature extractor on the
+        device, eval mode, in the generator's precision (its output is the model input's
+        reconstruction, compared in the same dtype)."""
+        disc = self.bundle.discriminator
+        if disc is None:
+            raise ConfigError(
+                "this model's score uses its discriminator's features, but the bundle was "
+                "loaded without its discriminator"
+            )
+        feats = copy.deepcopy(disc.features).eval().to(self.device)
+        feats = feats.to(memory_format=torch.channels_last)
+        if self._cast_dtype is not None:
+            feats = feats.to(self._cast_dtype)
+        for p in feats.parameters():
+            p.requires_grad_(False)
+        self._dfeat = feats
 
     def _feature_context(self, xm: torch.Tensor, n: int) -> dict[str, Any] | None:
         if self._bank is None:
@@ -444,6 +466,10 @@ class ScoringEngine:
                 out = GeneratorOutput(*(o.float() for o in out))
         with torch.inference_mode():
             ctx = self._feature_context(xm, n)
+            if self._dfeat is not None:
+                with self._autocast():
+                    d = discriminator_feature_residual(self._dfeat, xm, out.x_hat.to(xm.dtype))
+                ctx = {**(ctx or {}), "dfeat": d}
             score = score_kinds.compute(self.bundle.score, x, out, ctx)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
         if self.device.type == "cuda":

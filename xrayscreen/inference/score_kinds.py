@@ -86,6 +86,18 @@ def needs_features(spec: Any) -> bool:
     return getattr(spec, "kind", "latent") in FEATURE_KINDS
 
 
+def dfeat_weight(spec: Any) -> float:
+    """Weight of the discriminator-feature part of a score (``params["dfeat_weight"]``,
+    0 = none). See :func:`compute`."""
+    return float((getattr(spec, "params", None) or {}).get("dfeat_weight", 0.0))
+
+
+def needs_discriminator(spec: Any) -> bool:
+    """True when the score adds the discriminator-feature residual, so scoring needs
+    the model's discriminator (``context["dfeat"]`` of :func:`compute`)."""
+    return dfeat_weight(spec) > 0.0
+
+
 def compute(
     spec: Any,
     x: torch.Tensor,
@@ -94,19 +106,41 @@ def compute(
 ) -> torch.Tensor:
     """Score a batch according to a ``ScoreSpec`` (``kind``, ``norm``, ``params``).
 
+    A spec with ``params["dfeat_weight"] = w > 0`` (memory-plus kinds, which are in
+    units of their parts' spreads) adds ``w * dfeat / dfeat_scale``: GANomaly's
+    discriminator-feature residual
+    (:func:`~xrayscreen.model.score.discriminator_feature_residual`) in units of its
+    spread on held-out normal windows (``dfeat_scale``, fitted at training).
+
     Args:
         context: Run-time inputs that are not settings: ``feature_map`` (the encoder
             map at the bank's level for this batch) and ``bank`` (a
-            :class:`~xrayscreen.model.feature_bank.FeatureBank`), for feature kinds.
+            :class:`~xrayscreen.model.feature_bank.FeatureBank`), for feature kinds;
+            ``dfeat`` (``(N,)`` discriminator-feature residuals) when the spec has a
+            ``dfeat_weight``.
 
     Returns:
         ``(N,)`` float32 scores.
+
+    Raises:
+        ConfigError: a needed context entry is missing.
     """
     fn = get(getattr(spec, "kind", "latent"))
     params = spec_params(spec)
     if context:
         params.update({f"_{k}": v for k, v in context.items()})
-    return fn(x, outputs, params).float().reshape(-1)
+    score = fn(x, outputs, params).float().reshape(-1)
+    w = dfeat_weight(spec)
+    if w > 0.0:
+        d = params.get("_dfeat")
+        if d is None:
+            raise ConfigError(
+                "this model's score adds the discriminator-feature residual, but the caller "
+                "did not compute it (the model file may lack its discriminator)"
+            )
+        scale = max(float(params.get("dfeat_scale", 1.0)), 1e-12)
+        score = score + w * d.float().reshape(-1) / scale
+    return score
 
 
 @register("latent")

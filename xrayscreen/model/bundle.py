@@ -209,11 +209,17 @@ def save_bundle(
         The bundle directory.
 
     Raises:
-        BundleError: if ``path`` exists and ``overwrite`` is False.
+        BundleError: if ``path`` exists and ``overwrite`` is False, or the score needs
+            the discriminator and the bundle has none (the file could not score).
     """
     dest = Path(path)
     if dest.exists() and not overwrite:
         raise BundleError(f"refusing to replace existing bundle {dest} (pass overwrite=True)")
+    if float(bundle.score.params.get("dfeat_weight", 0.0)) > 0.0 and bundle.discriminator is None:
+        raise BundleError(
+            "the score uses the discriminator's features; a bundle without its "
+            "discriminator could not score"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tensors = _state_tensors(bundle, half)
     meta = bundle.metadata("float16" if half else "float32")
@@ -271,7 +277,8 @@ def load_bundle(
     Args:
         path: Bundle directory (or its ``model.json``).
         device: Where to put the networks.
-        with_discriminator: Also build the discriminator when the bundle has one.
+        with_discriminator: Also build the discriminator when the bundle has one (a
+            score with a discriminator-feature part always loads it).
 
     Returns:
         The bundle, generator in ``eval()`` mode.
@@ -366,7 +373,15 @@ def _assemble(
     generator = build_generator(config, init=False)
     _load_into(generator, tensors, "netg")
     discriminator = None
-    if with_d and any(k.startswith("netd.") for k in tensors):
+    # A score with a discriminator-feature part needs D to score at all.
+    needs_d = float(score.params.get("dfeat_weight", 0.0)) > 0.0
+    has_d = any(k.startswith("netd.") for k in tensors)
+    if needs_d and not has_d:
+        raise BundleError(
+            "the model's score uses its discriminator's features, but the file has no "
+            "discriminator weights"
+        )
+    if (with_d or needs_d) and has_d:
         discriminator = build_discriminator(config, init=False)
         _load_into(discriminator, tensors, "netd")
         discriminator.to(device).eval()

@@ -30,6 +30,29 @@ def latent_score(z: torch.Tensor, z_hat: torch.Tensor, norm: LatentNorm = "l1") 
     raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
 
 
+def discriminator_feature_residual(
+    features: nn.Module, x: torch.Tensor, x_hat: torch.Tensor
+) -> torch.Tensor:
+    """Per-window mean squared difference of the discriminator's last feature map on the
+    window and on its reconstruction: ``mean((f(x) - f(x_hat))^2)``.
+
+    ``f`` is the layer the adversarial feature-matching loss L_adv reads, so this is
+    L_adv at test time, per window: what the trained discriminator still tells apart
+    between a window and GANomaly's normal-bag rendering of it.
+
+    Args:
+        features: ``Discriminator.features`` (eval mode).
+        x: ``(N, C, w, w)`` model input.
+        x_hat: Its reconstruction, same shape.
+
+    Returns:
+        ``(N,)`` float32.
+    """
+    fx = features(x).float()
+    fh = features(x_hat.to(x.dtype)).float()
+    return (fx - fh).pow(2).flatten(1).mean(dim=1)
+
+
 def residual_map(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per-pixel reconstruction residual |x - x_hat| averaged over channels: ``(N, H, W)``."""
     return (x.float() - x_hat.float()).abs().mean(dim=1)
