@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-bag-far", type=float, default=None, help="default: the bundle's")
     p.add_argument("--bag-rule", default=None, help="default: the bundle's")
     p.add_argument("--dfeat-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument(
+        "--bank-stride",
+        type=int,
+        default=None,
+        help="cut the memory's training windows at this stride (default: the run's)",
+    )
+    p.add_argument("--bank-size", type=int, default=None, help="default: the bundle's")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -56,13 +63,26 @@ def main(argv: list[str] | None = None) -> int:
         bag_rule=cfg.bag_rule if a.bag_rule is None else a.bag_rule,
         dfeat_weight=cfg.dfeat_weight if a.dfeat_weight is None else a.dfeat_weight,
     )
+    if a.bank_size is not None:
+        cfg = cfg.replace(bank_size=a.bank_size)
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+    bank_windows = split.train
+    if a.bank_stride is not None and a.bank_stride != cfg.stride:
+        # Same scans, same split (by scan id and seed), denser windows for the memory only.
+        dense = load_windows(a.sources, cfg.replace(stride=a.bank_stride))
+        dsplit = split_by_scan(dense, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+        if sorted(dsplit.val.scan_ids) != sorted(split.val.scan_ids):
+            raise SystemExit("the dense windows split differently; refusing")
+        bank_windows = dsplit.train
+        del dense
     b.score = ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm, params=_score_params(cfg))
     b.feature_bank = None
-    warnings = fit_score(b, cfg, split.train, split.val, a.sources, device)
+    warnings = fit_score(b, cfg, bank_windows, split.val, a.sources, device)
     b.training["config"] = cfg.to_dict()
     b.training["rescored_from"] = str(a.bundle)
+    if a.bank_stride is not None:
+        b.training["bank_stride"] = a.bank_stride
     save_bundle(b, a.out, half=cfg.half_weights, overwrite=True)
     print(
         json.dumps(
