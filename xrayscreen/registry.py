@@ -72,7 +72,8 @@ class ModelRecord:
         created: ISO-8601 UTC creation time from ``model.json``.
         n_scans: Number of scans in the training set, when recorded.
         fingerprint: Training-set fingerprint (hash of the scans' sha256s), when recorded.
-        calibration: Summary: n_windows, default_threshold, target_window_far, n_bags.
+        calibration: Summary: n_windows, default_threshold, target_window_far,
+            target_bag_far, bag_rule, n_bags.
         evaluation: Contents of ``evaluation.json`` (None if never evaluated).
         architecture: The GANomaly config dict.
         input: The input spec dict.
@@ -451,6 +452,8 @@ def _read_record(path: Path, *, is_default: bool = False) -> ModelRecord:
             "n_windows": cal.get("n_windows"),
             "default_threshold": cal.get("default_threshold"),
             "target_window_far": cal.get("target_window_far"),
+            "target_bag_far": cal.get("target_bag_far"),
+            "bag_rule": cal.get("bag_rule", "empirical"),
             "n_bags": len(cal.get("bag_maxima") or []),
         }
     evaluation = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import sys
 import threading
 
@@ -20,6 +21,8 @@ def test_model_card_shows_identity_training_and_calibration(tiny_bundle):
     assert tiny_bundle.model_id in text and tiny_bundle.created in text
     assert "held-out normal windows" in text and "normal bags alarm" in text
     assert "untrained weights" in text  # the training summary of the fixture
+    assert "Default threshold rule" in text
+    assert html.escape(tiny_bundle.calibration.default_rule()) in text
 
 
 def test_model_menu_has_load_card_and_registered_models(window):

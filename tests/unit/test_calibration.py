@@ -142,3 +142,29 @@ def test_gumbel_rule_falls_back_to_the_empirical_rule_with_few_bags():
     bad["bag_rule"] = "max"
     with pytest.raises(ValueError):
         Calibration.from_dict(bad)
+
+
+def test_default_rule_says_how_the_default_was_set():
+    rng = np.random.default_rng(7)
+    scans = [rng.normal(size=300) for _ in range(12)]
+    pooled = np.concatenate(scans)
+    assert Calibration.fit(pooled).default_rule() == "1 % of held-out normal windows reach it"
+    fit = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.1, bag_rule="gumbel")
+    k = int(np.sum(np.asarray(fit.bag_maxima) >= fit.default_threshold))
+    text = fit.default_rule()
+    assert "Gumbel" in text and f"({k} of 12 reached it)" in text and "≈ 10 %" in text
+    emp = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.5)
+    assert "at most 50 % of the 12 held-out bags" in emp.default_rule()
+    # A bag target below what the window rule allows leaves the window rule in charge.
+    quiet = [np.full(300, -5.0)] * 12
+    lax = Calibration.fit(pooled, 0.01, quiet, target_bag_far=0.1, bag_rule="gumbel")
+    assert lax.default_threshold == pytest.approx(2.0)
+    assert "window rule" in lax.default_rule()
+
+
+def test_fitted_read_out_survives_identical_peaks():
+    cal = Calibration.fit(np.random.default_rng(8).normal(size=2000))
+    cal.bag_maxima = [1.5] * 10
+    cal.set_bag_target(0.1, "gumbel")
+    assert cal.bag_far_fitted(0.0) == 1.0 and cal.bag_far_fitted(3.0) == 0.0
+    assert 0.0 <= cal.bag_far_fitted(1.5) <= 1.0

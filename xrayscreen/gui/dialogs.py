@@ -111,6 +111,7 @@ def model_card_html(bundle: Any, path: str | Path | None = None) -> str:
                 + (f", ≈ {bag * 100:.1f} % of normal bags alarm)" if bag is not None else ")"),
             )
         )
+        rows.append(("Default threshold rule", cal.default_rule()))
     else:
         rows.append(
             ("Calibration", "none - scores are raw, thresholds have no false-alarm meaning")

@@ -166,6 +166,27 @@ class Calibration:
             return None
         return gumbel_fit(np.asarray(self.bag_maxima))
 
+    def default_rule(self) -> str:
+        """One line saying how :attr:`default_threshold` was set (model cards, GUI)."""
+        window = f"{self.target_window_far * 100:g} % of held-out normal windows reach it"
+        if self.target_bag_far is None:
+            return window
+        n = len(self.bag_maxima)
+        if n == 0:
+            return window + " (no held-out bags for the bag target)"
+        k = int(np.sum(np.asarray(self.bag_maxima) >= self.default_threshold))
+        target = f"{self.target_bag_far * 100:g} %"
+        if self.bag_fit() is not None:
+            text = (
+                f"≈ {target} of normal bags alarm, by a Gumbel law fitted to the heat-map "
+                f"peaks of {n} held-out bags ({k} of {n} reached it)"
+            )
+        else:
+            text = f"at most {target} of the {n} held-out bags reach it ({k} did)"
+        if self.default_threshold <= -np.log10(self.target_window_far) + 1e-9:
+            text += f"; the window rule ({window}) was higher and applies"
+        return text
+
     # -- mapping -----------------------------------------------------------------------
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
         v = np.asarray(self.values, dtype=np.float64)
@@ -224,7 +245,10 @@ class Calibration:
         if fitted is None:
             return None
         loc, scale = fitted
-        return float(-math.expm1(-math.exp(-(calibrated_threshold - loc) / scale)))
+        z = (calibrated_threshold - loc) / scale
+        if z < -30.0:  # far below every peak (or identical peaks): every bag alarms
+            return 1.0
+        return float(-math.expm1(-math.exp(-z)))
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
