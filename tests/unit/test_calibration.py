@@ -168,3 +168,13 @@ def test_fitted_read_out_survives_identical_peaks():
     cal.set_bag_target(0.1, "gumbel")
     assert cal.bag_far_fitted(0.0) == 1.0 and cal.bag_far_fitted(3.0) == 0.0
     assert 0.0 <= cal.bag_far_fitted(1.5) <= 1.0
+
+
+def test_a_second_bag_target_starts_from_the_window_rule():
+    rng = np.random.default_rng(9)
+    scans = [rng.normal(size=300) for _ in range(20)]
+    cal = Calibration.fit(np.concatenate(scans), 0.01, scans)
+    cal.set_bag_target(0.0, "gumbel")  # no bag may alarm: above the highest peak
+    strict = cal.default_threshold
+    cal.set_bag_target(0.5, "gumbel")
+    assert cal.default_threshold < strict and cal.default_threshold >= 2.0

@@ -145,6 +145,9 @@ class Calibration:
             raise ValueError(f"unknown bag rule {rule!r}; known: {BAG_RULES}")
         self.target_bag_far = float(target_bag_far)
         self.bag_rule = rule
+        # From the window rule each time, so a second call with another target is not
+        # stuck above the first one's threshold.
+        self.default_threshold = float(-np.log10(self.target_window_far))
         if not self.bag_maxima:
             return
         fitted = self.bag_fit()
