@@ -61,8 +61,10 @@ def test_threshold_changes_frames_without_running_the_model(qtbot, window, scan_
         assert window.regions_panel.tree.topLevelItemCount() == len(window.regions)
         peaks = [r.peak for r in window.regions]
         assert peaks == sorted(peaks, reverse=True)
-        # The read-out speaks in false-alarm terms.
+        # The read-out speaks in false-alarm terms; the default button says its rule.
         assert "% of normal" in window.threshold_panel.meaning.text()
+        cal = window.bundle.calibration
+        assert cal.default_rule() in window.threshold_panel.default_button.toolTip()
     finally:
         hook.remove()
     assert calls == [] and forwards == []
