@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also store the discriminator-feature residual mean((D(x) - D(x_hat))^2)",
     )
+    p.add_argument(
+        "--kind",
+        default=None,
+        help="score these bundles with another score kind (same params), e.g. feature_knn",
+    )
     a = p.parse_args(argv)
     dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
     torch.set_num_threads(a.threads)
@@ -77,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         labels=a.labels, masks=a.masks, mask_classes=parse_mask_classes("gun,knife")
     )
     ds = prepare_dataset(list_scans(a.normal), list_scans(a.threat), source, progress=False)
-    scorers = [EngineScorer(load_bundle(b), device="cpu") for b in a.bundles]
+    loaded = [load_bundle(b) for b in a.bundles]
+    if a.kind:
+        from xrayscreen.model.bundle import ScoreSpec
+
+        for b in loaded:
+            b.score = ScoreSpec(kind=a.kind, norm=b.score.norm, params=dict(b.score.params))
+    scorers = [EngineScorer(b, device="cpu") for b in loaded]
     nets = [load_bundle(b, with_discriminator=True) for b in a.bundles] if a.dfeat else []
     for n in nets:
         n.generator.eval()
