@@ -143,3 +143,12 @@ def test_training_fits_the_spread_and_keeps_the_parts_apart(tmp_path):
     no_d = ModelBundle(**{**b.__dict__, "discriminator": None})
     with pytest.raises(ConfigError, match="discriminator"):
         fit_dfeat_scale(no_d, ws, torch.device("cpu"))
+
+
+def test_a_malformed_weight_is_a_bundle_error(tmp_path):
+    b = _bundle(tmp_path)
+    meta = json.loads((b.path / META).read_text())
+    meta["score"]["params"]["dfeat_weight"] = "lots"
+    (b.path / META).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="dfeat_weight"):
+        load_bundle(b.path)

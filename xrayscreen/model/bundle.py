@@ -374,7 +374,10 @@ def _assemble(
     _load_into(generator, tensors, "netg")
     discriminator = None
     # A score with a discriminator-feature part needs D to score at all.
-    needs_d = float(score.params.get("dfeat_weight", 0.0)) > 0.0
+    try:
+        needs_d = float(score.params.get("dfeat_weight", 0.0)) > 0.0
+    except (TypeError, ValueError):
+        raise BundleError(f"{META}: score parameter dfeat_weight is not a number") from None
     has_d = any(k.startswith("netd.") for k in tensors)
     if needs_d and not has_d:
         raise BundleError(
