@@ -74,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="score these bundles with another score kind (same params), e.g. feature_knn",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a numeric score parameter of every bundle (e.g. k=1)",
+    )
     a = p.parse_args(argv)
     dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
     torch.set_num_threads(a.threads)
@@ -88,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for b in loaded:
             b.score = ScoreSpec(kind=a.kind, norm=b.score.norm, params=dict(b.score.params))
+    for item in a.set:
+        key, _, value = item.partition("=")
+        for b in loaded:
+            b.score.params = {**b.score.params, key: float(value)}
+            if b.feature_bank is not None and key == "k":
+                b.feature_bank.k = int(float(value))
     scorers = [EngineScorer(b, device="cpu") for b in loaded]
     nets = [load_bundle(b, with_discriminator=True) for b in a.bundles] if a.dfeat else []
     for n in nets:
