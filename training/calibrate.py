@@ -113,6 +113,12 @@ def fit_feature_bank(
     return FeatureBank.fit(torch.cat(emb), level=level, k=k, max_size=max_size, seed=seed)
 
 
+def _spread(values: np.ndarray) -> float:
+    """Robust spread IQR / 1.349 (the standard deviation for normal data), floored."""
+    q1, q3 = np.percentile(np.asarray(values, dtype=np.float64), [25, 75])
+    return float(max((q3 - q1) / 1.349, 1e-9))
+
+
 def fit_component_scales(
     bundle: ModelBundle, windows: WindowSet, device: torch.device
 ) -> dict[str, float]:
@@ -131,8 +137,7 @@ def fit_component_scales(
         for kind, key in (("feature_knn", "knn_scale"), (second, "res_scale")):
             bundle.score = ScoreSpec(kind=kind, norm=own.norm, params=dict(params))
             s = score_windows(bundle, windows, device).astype(np.float64)
-            q1, q3 = np.percentile(s, [25, 75])
-            out[key] = float(max((q3 - q1) / 1.349, 1e-9))
+            out[key] = _spread(s)
     finally:
         bundle.score = own
     return out
@@ -166,8 +171,7 @@ def fit_dfeat_scale(
     finally:
         gen.train(modes[0])
         disc.train(modes[1])
-    q1, q3 = np.percentile(np.concatenate(vals), [25, 75])
-    return float(max((q3 - q1) / 1.349, 1e-9))
+    return _spread(np.concatenate(vals))
 
 
 def calibrate_bundle(

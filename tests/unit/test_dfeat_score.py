@@ -7,22 +7,19 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from model_testkit import memory_bundle
 
 from xrayscreen.errors import BundleError, ConfigError
-from xrayscreen.imaging.representation import WorkingScale
 from xrayscreen.inference import score_kinds
 from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import (
     META,
-    InputSpec,
     ModelBundle,
     ScoreSpec,
     load_bundle,
     save_bundle,
 )
-from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
-from xrayscreen.model.ganomaly import GANomalyConfig, build_discriminator, build_generator
+from xrayscreen.model.ganomaly import GANomalyConfig, build_discriminator
 from xrayscreen.model.score import discriminator_feature_residual
 from xrayscreen.training.config import TrainConfig
 
@@ -30,29 +27,13 @@ CFG = GANomalyConfig(isize=64, ngf=8, ndf=8, nz=16, spectral_norm_d=True)
 
 
 def _bundle(tmp_path, dfeat_weight: float = 0.5) -> ModelBundle:
-    torch.manual_seed(0)
-    g = build_generator(CFG).eval()
-    d = build_discriminator(CFG).eval()
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    x = torch.rand(200, 3, 64, 64) * 2 - 1
-    with torch.no_grad():
-        bank = FeatureBank.fit(pool(encoder_map(g.encoder1.body, x, 2)), level=2, k=3)
-    params = {**bank.params(), "knn_scale": 0.5, "res_scale": 0.25, "sign": 1.0}
+    params = {"knn_scale": 0.5, "res_scale": 0.25, "sign": 1.0}
     if dfeat_weight:
         params.update(dfeat_weight=dfeat_weight, dfeat_scale=0.2)
-    b = ModelBundle(
-        config=CFG,
-        generator=g,
-        discriminator=d,
-        input=InputSpec(scale=WorkingScale()),
-        score=ScoreSpec(kind="feature_knn_excess", params=params),
-        feature_bank=bank,
+    # Loaded without with_discriminator: a score with a D part asks for it.
+    return memory_bundle(
+        tmp_path / "df", CFG, kind="feature_knn_excess", params=params, discriminator=True
     )
-    save_bundle(b, tmp_path / "df")
-    return load_bundle(tmp_path / "df")  # no with_discriminator: the score asks for it
 
 
 def test_residual_is_zero_for_a_perfect_reconstruction_and_grows_with_the_difference():

@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_testkit import memory_bundle
 from torch import nn
 
 from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.imaging.representation import WorkingScale
 from xrayscreen.inference import score_kinds
 from xrayscreen.inference.engine import ScoringEngine
-from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, load_bundle, save_bundle
+from xrayscreen.model.bundle import InputSpec, ModelBundle, ScoreSpec, load_bundle
 from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool, tap_index
 from xrayscreen.model.ganomaly import GANomalyConfig, build_generator
 
@@ -66,25 +67,7 @@ def test_tap_index_plain_and_levels():
 
 
 def _bank_bundle(tmp_path, level: int = 2) -> ModelBundle:
-    torch.manual_seed(0)
-    g = build_generator(CFG).eval()
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    x = torch.rand(300, 3, 64, 64) * 2 - 1
-    with torch.no_grad():
-        emb = pool(encoder_map(g.encoder1.body, x, level))
-    bank = FeatureBank.fit(emb, level=level, k=3)
-    b = ModelBundle(
-        config=CFG,
-        generator=g,
-        input=InputSpec(scale=WorkingScale()),
-        score=ScoreSpec(kind="feature_knn", params=bank.params()),
-        feature_bank=bank,
-    )
-    save_bundle(b, tmp_path / "fk")
-    return load_bundle(tmp_path / "fk")
+    return memory_bundle(tmp_path / "fk", CFG, level=level)
 
 
 def _by_hand(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:

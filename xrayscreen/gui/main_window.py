@@ -539,9 +539,10 @@ class MainWindow(QMainWindow):
         cal = getattr(bundle, "calibration", None)
         if cal is not None:
             self.threshold_panel.slider.setValue(float(cal.default_threshold))
-        rule = getattr(cal, "default_rule", None)
         self.threshold_panel.default_button.setToolTip(
-            f"{cal.default_threshold:.2f}: {rule()}" if callable(rule) else "model not calibrated"
+            f"{cal.default_threshold:.2f}: {cal.default_rule()}"
+            if cal is not None
+            else "model not calibrated"
         )
         self._set_model_status()
         self._update_meaning()

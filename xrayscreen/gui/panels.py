@@ -148,7 +148,7 @@ class ThresholdPanel(QGroupBox):
         if bag is None:
             return text + " (No bag-level calibration in this model.)"
         n = len(calibration.bag_maxima)
-        fitted = getattr(calibration, "bag_far_fitted", lambda _t: None)(t)
+        fitted = calibration.bag_far_fitted(t)
         if fitted is not None:
             # The smooth estimate from the Gumbel law fitted to the held-out peaks, with
             # the raw count beside it so the analyst sees how few bags it rests on.

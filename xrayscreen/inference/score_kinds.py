@@ -30,7 +30,7 @@ import torch
 from xrayscreen.errors import ConfigError
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GeneratorOutput
-from xrayscreen.model.score import latent_score
+from xrayscreen.model.score import dfeat_weight_of, latent_score
 
 ScoreFn = Callable[[torch.Tensor, GeneratorOutput, dict[str, Any]], torch.Tensor]
 
@@ -89,7 +89,7 @@ def needs_features(spec: Any) -> bool:
 def dfeat_weight(spec: Any) -> float:
     """Weight of the discriminator-feature part of a score (``params["dfeat_weight"]``,
     0 = none). See :func:`compute`."""
-    return float((getattr(spec, "params", None) or {}).get("dfeat_weight", 0.0))
+    return dfeat_weight_of(getattr(spec, "params", None))
 
 
 def needs_discriminator(spec: Any) -> bool:

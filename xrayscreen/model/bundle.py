@@ -39,6 +39,7 @@ from xrayscreen.model.ganomaly import (
     Generator,
     build_discriminator,
 )
+from xrayscreen.model.score import dfeat_weight_of
 from xrayscreen.model.variants import build_generator  # paper G, or the variant in extras
 
 FORMAT = "xrayscreen-bundle"
@@ -215,7 +216,7 @@ def save_bundle(
     dest = Path(path)
     if dest.exists() and not overwrite:
         raise BundleError(f"refusing to replace existing bundle {dest} (pass overwrite=True)")
-    if float(bundle.score.params.get("dfeat_weight", 0.0)) > 0.0 and bundle.discriminator is None:
+    if dfeat_weight_of(bundle.score.params) > 0.0 and bundle.discriminator is None:
         raise BundleError(
             "the score uses the discriminator's features; a bundle without its "
             "discriminator could not score"
@@ -375,9 +376,9 @@ def _assemble(
     discriminator = None
     # A score with a discriminator-feature part needs D to score at all.
     try:
-        needs_d = float(score.params.get("dfeat_weight", 0.0)) > 0.0
-    except (TypeError, ValueError):
-        raise BundleError(f"{META}: score parameter dfeat_weight is not a number") from None
+        needs_d = dfeat_weight_of(score.params) > 0.0
+    except ValueError as exc:
+        raise BundleError(f"{META}: {exc}") from None
     has_d = any(k.startswith("netd.") for k in tensors)
     if needs_d and not has_d:
         raise BundleError(

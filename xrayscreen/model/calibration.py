@@ -147,7 +147,7 @@ class Calibration:
         self.bag_rule = rule
         # From the window rule each time, so a second call with another target is not
         # stuck above the first one's threshold.
-        self.default_threshold = float(-np.log10(self.target_window_far))
+        self.default_threshold = self.window_rule_threshold
         if not self.bag_maxima:
             return
         fitted = self.bag_fit()
@@ -161,6 +161,11 @@ class Calibration:
         if k < len(desc):
             # Alarms are peak >= threshold: sit just above the (k+1)-th highest peak.
             self.default_threshold = max(self.default_threshold, float(desc[k]) + 1e-4)
+
+    @property
+    def window_rule_threshold(self) -> float:
+        """The calibrated threshold that ``target_window_far`` of normal windows reach."""
+        return float(-np.log10(self.target_window_far))
 
     def bag_fit(self) -> tuple[float, float] | None:
         """The Gumbel ``(loc, scale)`` of the held-out bag peaks under the ``gumbel``
@@ -186,7 +191,7 @@ class Calibration:
             )
         else:
             text = f"at most {target} of the {n} held-out bags reach it ({k} did)"
-        if self.default_threshold <= -np.log10(self.target_window_far) + 1e-9:
+        if self.default_threshold <= self.window_rule_threshold + 1e-9:
             text += f"; the window rule ({window}) was higher and applies"
         return text
 

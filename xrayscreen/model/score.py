@@ -30,6 +30,20 @@ def latent_score(z: torch.Tensor, z_hat: torch.Tensor, norm: LatentNorm = "l1") 
     raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
 
 
+def dfeat_weight_of(params: dict | None) -> float:
+    """Weight of a score's discriminator-feature part, ``params["dfeat_weight"]``
+    (0 or absent: none; then scoring does not need the discriminator).
+
+    Raises:
+        ValueError: not a number.
+    """
+    raw = (params or {}).get("dfeat_weight", 0.0)
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"score parameter dfeat_weight is not a number: {raw!r}") from None
+
+
 def discriminator_feature_residual(
     features: nn.Module, x: torch.Tensor, x_hat: torch.Tensor
 ) -> torch.Tensor:
