@@ -19,7 +19,7 @@ import torch
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.inference import scan_norm
+from xrayscreen.inference import scan_norm, zoom
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
@@ -215,6 +215,36 @@ def calibrate_bundle(
     return cal, scores
 
 
+def _with_zoom_reference(bundle: ModelBundle, results: list) -> list[np.ndarray]:
+    """Fit the zoomed-out view's scan-normalisation fallback statistics on the held-out
+    scans' raw zoomed scores, store them in the bundle's score, and recompute every
+    scan's window scores with them (in place); returns the scans' non-background
+    scores. Only scans too small for their own statistics change."""
+    fgs = [~r.background for r in results]
+    bundle.score.params = {
+        **bundle.score.params,
+        **{
+            f"{k}_zoom": v
+            for k, v in scan_norm.reference(
+                [r.raw_zoom_scores[fg].astype(np.float64) for r, fg in zip(results, fgs)]
+            ).items()
+        },
+    }
+    per_scan = []
+    for r, fg in zip(results, fgs):
+        valid = torch.from_numpy(fg)
+        s = zoom.evidence(
+            bundle.score,
+            torch.from_numpy(r.raw_scores),
+            torch.from_numpy(r.raw_zoom_scores),
+            r.grid,
+            valid,
+        )
+        r.window_scores = s.numpy().astype(np.float32)
+        per_scan.append(r.window_scores[fg].astype(np.float64))
+    return per_scan
+
+
 def calibrate_on_scans(
     bundle: ModelBundle,
     scans: Iterable[Scan],
@@ -256,6 +286,8 @@ def calibrate_on_scans(
         bundle.calibration = own
     if sum(len(p) for p in per_scan) < 2:
         raise ConfigError("calibration needs held-out normal scans with scored windows")
+    if zoom.enabled(bundle.score):
+        per_scan = _with_zoom_reference(bundle, results)
     cal = Calibration.fit(np.concatenate(per_scan), target_window_far, per_scan)
     # Bag peaks as the product sees them: the heat map (calibrated windows, background at
     # the calibrated minimum, folded by overlap mean), not the highest single window.

@@ -62,6 +62,21 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "weight in [0, 1) kept on a window's own score inside the context (default 0)",
     ),
+    "zoom": (
+        "zoom",
+        float,
+        "zoomed-out view: also score every window on the scan shrunk this many times (1 = off)",
+    ),
+    "zoom_mix": (
+        "zoom_mix",
+        str,
+        "how the two views combine: max (the larger; default) or mean (--zoom-weight)",
+    ),
+    "zoom_weight": (
+        "zoom_weight",
+        float,
+        "weight in (0, 1] of the zoomed-out view in a mean mix (default 0.5)",
+    ),
     "dfeat_weight": (
         "dfeat_weight",
         float,

@@ -26,8 +26,10 @@ KEEP_CHOICES = ("final", "best_val")
 # the ``-log`` RGB input, and as the score the attenuation GANomaly's reconstruction does
 # not explain (``residual_excess``) plus the k-NN distance of G_E's level-2 features to a
 # memory of normal training windows (``feature_knn_excess``), normalised per scan
-# (``robust_z``) and averaged over a 128 px spatial context that keeps a quarter of each
-# window's own score (small threats are not averaged away). The dataclass defaults stay
+# (``robust_z``), taken as the larger of the window's and its 2x zoomed-out view's
+# (``zoom``; the view sees the object and its surroundings), and averaged over a 128 px
+# spatial context that keeps a quarter of each window's own score (small threats are not
+# averaged away). The dataclass defaults stay
 # the paper's configuration (the MNIST Table 1 reproduction relies on them).
 XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "d_loss": "hinge",
@@ -36,6 +38,7 @@ XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "reset_stuck": True,
     "reset_window": 50,
 }
+ZOOM_MIXES = ("max", "mean")
 XRAY_DEFAULTS: dict[str, Any] = {
     "representation": "rgb_attenuation",
     "spectral_norm_d": True,
@@ -45,6 +48,8 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "scan_norm": "robust_z",
     "context_px": 128.0,
     "context_self": 0.25,
+    "zoom": 2.0,
+    "zoom_mix": "max",
     "target_bag_far": 0.10,
     "bag_rule": "gumbel",
 }
@@ -95,6 +100,12 @@ class TrainConfig:
             ``xrayscreen.inference.context``); 0 = off.
         context_self: Weight in [0, 1) kept on a window's own score when the context
             averages it (small compact objects keep part of their evidence).
+        zoom: Zoomed-out view: every window is also scored on the scan shrunk this
+            many times (the same network and memory; ``xrayscreen.inference.zoom``);
+            1 = off.
+        zoom_mix: How the two views' per-scan normalised scores combine: ``"max"``
+            (the larger) or ``"mean"`` (weighted by ``zoom_weight``).
+        zoom_weight: Weight in (0, 1] of the zoomed view in a ``"mean"`` mix.
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -151,6 +162,9 @@ class TrainConfig:
     scan_norm: str = "none"
     context_px: float = 0.0
     context_self: float = 0.0
+    zoom: float = 1.0
+    zoom_mix: str = "max"
+    zoom_weight: float = 0.5
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -192,6 +206,12 @@ class TrainConfig:
             raise ConfigError(f"context_px must be >= 0 pixels, got {self.context_px}")
         if not 0.0 <= float(self.context_self) < 1.0:
             raise ConfigError(f"context_self must be in [0, 1), got {self.context_self}")
+        if not 1.0 <= float(self.zoom) <= 8.0:
+            raise ConfigError(f"zoom must be in [1, 8] (1 = off), got {self.zoom}")
+        if self.zoom_mix not in ZOOM_MIXES:
+            raise ConfigError(f"zoom_mix must be one of {ZOOM_MIXES}, got {self.zoom_mix!r}")
+        if not 0.0 < float(self.zoom_weight) <= 1.0:
+            raise ConfigError(f"zoom_weight must be in (0, 1], got {self.zoom_weight}")
         if not float(self.dfeat_weight) >= 0.0:
             raise ConfigError(f"dfeat_weight must be >= 0, got {self.dfeat_weight}")
         if self.dfeat_weight > 0 and self.score_kind not in MEMORY_PLUS:

@@ -391,6 +391,11 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
             params["context_self"] = float(cfg.context_self)
     if uses_denser_sign(cfg.score_kind):
         params["sign"] = DENSER_SIGN[cfg.representation]
+    if cfg.zoom > 1:
+        params["zoom"] = float(cfg.zoom)
+        params["zoom_mix"] = cfg.zoom_mix
+        if cfg.zoom_mix == "mean":
+            params["zoom_weight"] = float(cfg.zoom_weight)
     if cfg.dfeat_weight > 0:
         params["dfeat_weight"] = float(cfg.dfeat_weight)
     return params
@@ -438,7 +443,7 @@ def fit_score(
     bundle.calibration, _ = calibrate_bundle(
         bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far, cfg.bag_rule
     )
-    if cfg.context_px > 0:
+    if cfg.context_px > 0 or cfg.zoom > 1:
         scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
         try:
             bundle.calibration = calibrate_on_scans(
@@ -451,6 +456,18 @@ def fit_score(
             )
             bundle.training["calibration_context"] = "held-out scans scored whole"
         except ConfigError:
+            if cfg.zoom > 1:
+                # The zoomed view needs whole scans to be scored, calibrated and given
+                # its own normalisation statistics; without them it is switched off
+                # rather than shipped uncalibrated.
+                params = dict(bundle.score.params)
+                for key in ("zoom", "zoom_mix", "zoom_weight"):
+                    params.pop(key, None)
+                bundle.score.params = params
+                warnings.append(
+                    "zoomed-out view: the held-out scans could not be read again, so the "
+                    "model scores windows at the working scale only"
+                )
             warnings.append(
                 "spatial context: the held-out scans could not be read again, so the "
                 "calibration ignores the context (thresholds are conservative: fewer alarms "

@@ -49,6 +49,15 @@ def _dfeat(bundle, xw: torch.Tensor, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def _zoomed_windows(scan, sc, g, idx: torch.Tensor, zoom: float) -> torch.Tensor:
+    """For each protocol window ``idx``, the product's zoomed-out window (same size,
+    same centre, on the scan shrunk ``zoom`` times; ``xrayscreen.inference.zoom``)."""
+    from xrayscreen.inference.zoom import ZoomedView
+
+    view = ZoomedView(scan.scan, g, zoom, sc.bundle.input.representation, sc._air)
+    return view.windows(idx).contiguous()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -81,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a numeric score parameter of every bundle (e.g. k=1)",
     )
+    p.add_argument(
+        "--zoom",
+        type=float,
+        default=1.0,
+        help="score, for every protocol window, the concentric 64 px window of the scan "
+        "shrunk by this factor (it sees zoom x zoom times the area; multi-scale research)",
+    )
+    p.add_argument(
+        "--force-scale",
+        action="store_true",
+        help="accept bundles whose working scale is not the protocol's (with --zoom)",
+    )
     a = p.parse_args(argv)
     dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
     torch.set_num_threads(a.threads)
@@ -101,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             b.score.params = {**b.score.params, key: float(value)}
             if b.feature_bank is not None and key == "k":
                 b.feature_bank.k = int(float(value))
-    scorers = [EngineScorer(b, device="cpu") for b in loaded]
+    scorers = [EngineScorer(b, device="cpu", force_protocol_scale=a.force_scale) for b in loaded]
     nets = [load_bundle(b, with_discriminator=True) for b in a.bundles] if a.dfeat else []
     for n in nets:
         n.generator.eval()
@@ -130,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         for j, sc in enumerate(scorers):
             raw = np.zeros(len(g), dtype=np.float32)
             if len(idx):
-                x = torch.from_numpy(
-                    model_input(scan.scan, sc.bundle.input.representation, sc.bundle.input.scale)
-                )
-                padded = sc._air[:, None, None].expand(x.shape[0], *g.padded_shape).clone()
-                padded[:, : g.height, : g.width] = x
-                xw = _gather(padded, g, idx)
+                if a.zoom != 1.0:
+                    xw = _zoomed_windows(scan, sc, g, idx, a.zoom)
+                else:
+                    x = torch.from_numpy(
+                        model_input(
+                            scan.scan, sc.bundle.input.representation, sc.bundle.input.scale
+                        )
+                    )
+                    padded = sc._air[:, None, None].expand(x.shape[0], *g.padded_shape).clone()
+                    padded[:, : g.height, : g.width] = x
+                    xw = _gather(padded, g, idx)
                 if dims is not None:
                     xw = xw.flip(dims)
                 o = sc.engine.score_windows(xw, residual=False)

@@ -37,16 +37,56 @@ from xrayscreen.evaluation.heat import window_means
 from xrayscreen.evaluation.runner import evaluate
 from xrayscreen.evaluation.scorers import FunctionScorer
 from xrayscreen.imaging.representation import model_input
-from xrayscreen.inference import context, scan_norm
+from xrayscreen.inference import zoom as zoom_view
+from xrayscreen.inference.engine import air_value
 from xrayscreen.model.bundle import ScoreSpec
 
+ZOOM = {"factor": 1.0}  # --zoom: the controls get the product's zoomed-out view too
 
-def _finish(raw: np.ndarray, scan: PreparedScan, radius: float) -> np.ndarray:
-    """The product's per-scan robust z and spatial context, background as the minimum."""
+
+def _zoomed(scan: PreparedScan, representation: str) -> torch.Tensor:
+    """The scan's zoomed-out windows (one per protocol window) in ``representation``."""
+    view = zoom_view.ZoomedView(
+        scan.scan,
+        scan.grid,
+        ZOOM["factor"],
+        representation,
+        torch.tensor(air_value(representation)),
+    )
+    return view.windows(torch.arange(len(scan.grid)))
+
+
+def _window_floors(rgb: torch.Tensor) -> dict[str, np.ndarray]:
+    """The four floors of a stack of ``(n, 3, w, w)`` RGB windows in 0..1 (edge density
+    with the Laplacian taken inside each window)."""
+    grey = rgb.mean(dim=1, keepdim=True)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    blue = ((b > g + 0.05) & (b > r + 0.05) & (grey[:, 0] < 0.8)).float()
+    lap = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="reflect"),
+        torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None],
+    ).abs()
+    return {
+        "max_density": (1.0 - grey.amin(dim=(1, 2, 3))).numpy(),
+        "mean_darkness": (1.0 - grey.mean(dim=(1, 2, 3))).numpy(),
+        "edge_density": lap.mean(dim=(1, 2, 3)).numpy(),
+        "blue_fraction": blue.mean(dim=(1, 2)).numpy(),
+    }
+
+
+def _finish(
+    raw: np.ndarray, scan: PreparedScan, radius: float, raw_zoom: np.ndarray | None = None
+) -> np.ndarray:
+    """The product's per-scan robust z (zoomed view), spatial context, background as the
+    minimum."""
     belt = torch.from_numpy(scan.labels.belt)
-    spec = ScoreSpec(params={"scan_norm": "robust_z", "context_px": radius})
-    s = scan_norm.normalise(spec, torch.from_numpy(raw).float(), ~belt)
-    s = context.apply(spec, s, scan.grid, ~belt).double().numpy().copy()
+    params = {"scan_norm": "robust_z", "context_px": radius}
+    if raw_zoom is not None:
+        params["zoom"] = ZOOM["factor"]
+    spec = ScoreSpec(params=params)
+    rz = None if raw_zoom is None else torch.from_numpy(raw_zoom).float()
+    s = zoom_view.evidence(spec, torch.from_numpy(raw).float(), rz, scan.grid, ~belt)
+    s = s.double().numpy().copy()
     if belt.any() and (~belt).any():
         s[scan.labels.belt] = s[~scan.labels.belt].min()
     return s
@@ -58,7 +98,13 @@ def blur_excess(sigma: float, radius: float):
     def fn(scan: PreparedScan) -> np.ndarray:
         a = model_input(scan.scan, "rgb_attenuation", None).mean(axis=0)
         excess = np.clip(a - cv2.GaussianBlur(a, (0, 0), sigma), 0, None)
-        return _finish(window_means(excess, scan.grid), scan, radius)
+        rz = None
+        if ZOOM["factor"] > 1:
+            # Inside each zoomed window (the blur does not see past its edges).
+            w = _zoomed(scan, "rgb_attenuation").mean(dim=1).numpy()
+            blur = np.stack([cv2.GaussianBlur(x, (0, 0), sigma) for x in w])
+            rz = np.clip(w - blur, 0, None).mean(axis=(1, 2))
+        return _finish(window_means(excess, scan.grid), scan, radius, rz)
 
     return fn
 
@@ -66,7 +112,10 @@ def blur_excess(sigma: float, radius: float):
 def floor_ctx(name: str, radius: float):
     def fn(scan: PreparedScan) -> np.ndarray:
         raw = floor_scores(scan.rgb_padded(), scan.grid)[name]
-        return _finish(np.asarray(raw, dtype=np.float64), scan, radius)
+        rz = None
+        if ZOOM["factor"] > 1:
+            rz = _window_floors((_zoomed(scan, "rgb") + 1.0) / 2.0)[name]
+        return _finish(np.asarray(raw, dtype=np.float64), scan, radius, rz)
 
     return fn
 
@@ -80,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigmas", default="2,4,8,16")
     p.add_argument("--context-px", type=float, default=128.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--zoom", type=float, default=1.0, help="also the zoomed-out view (max), as the product"
+    )
     a = p.parse_args(argv)
+    ZOOM["factor"] = a.zoom
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     source = AnnotationSource(
@@ -93,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("max_density", "mean_darkness", "edge_density", "blue_fraction"):
         scorers.append(FunctionScorer(f"{name}+norm+ctx", floor_ctx(name, a.context_px)))
     ev = evaluate(ds, scorers, progress=False, montage_kind=scorers[0].kinds[0])
-    out = {"context_px": a.context_px, "seconds": round(time.perf_counter() - t0, 1), "kinds": {}}
+    out = {
+        "context_px": a.context_px,
+        "zoom": a.zoom,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "kinds": {},
+    }
     for k, v in ev.summary["kinds"].items():
         w = v["window"]
         ops = {o["target_benign_alarm"]: o for o in v["bag"]["operating"]}

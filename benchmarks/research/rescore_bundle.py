@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-bag-far", type=float, default=None, help="default: the bundle's")
     p.add_argument("--bag-rule", default=None, help="default: the bundle's")
     p.add_argument("--dfeat-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--zoom", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--zoom-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--zoom-mix", default=None, help="default: the bundle's")
     p.add_argument(
         "--bank-stride",
         type=int,
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         target_bag_far=bag_far,
         bag_rule=cfg.bag_rule if a.bag_rule is None else a.bag_rule,
         dfeat_weight=cfg.dfeat_weight if a.dfeat_weight is None else a.dfeat_weight,
+        zoom=cfg.zoom if a.zoom is None else a.zoom,
+        zoom_weight=cfg.zoom_weight if a.zoom_weight is None else a.zoom_weight,
+        zoom_mix=cfg.zoom_mix if a.zoom_mix is None else a.zoom_mix,
     )
     if a.bank_size is not None:
         cfg = cfg.replace(bank_size=a.bank_size)

@@ -25,6 +25,22 @@ def test_model_card_shows_identity_training_and_calibration(tiny_bundle):
     assert html.escape(tiny_bundle.calibration.default_rule()) in text
 
 
+def test_model_card_says_how_the_score_is_made(tiny_bundle):
+    assert "Score steps" not in model_card_html(tiny_bundle)  # a plain score: no steps
+    tiny_bundle.score.params = {
+        **tiny_bundle.score.params,
+        "scan_norm": "robust_z",
+        "zoom": 2.0,
+        "zoom_mix": "max",
+        "context_px": 128.0,
+        "context_self": 0.25,
+    }
+    text = model_card_html(tiny_bundle)
+    assert "Score steps" in text and "normalised within the scan (robust_z)" in text
+    assert "shrunk 2x (the larger of the two)" in text
+    assert "within 128 px (own weight 0.25)" in text
+
+
 def test_model_menu_has_load_card_and_registered_models(window):
     texts = [a.text().replace("&", "") for a in window.model_menu.actions()]
     assert any("Load bundle" in t for t in texts) and any("Model card" in t for t in texts)

@@ -194,3 +194,29 @@ def test_engine_scorer_applies_the_bundles_scan_normalisation(tmp_path, folder):
     assert np.allclose(mine["latent"].heat, ref.latent_map, atol=1e-3)
     b = ModelScorer(bundle, ["latent"]).score(scan)
     np.testing.assert_allclose(b["latent"].window[fg], ref.window_scores[fg], atol=5e-2)
+
+
+def test_scorers_apply_the_bundles_zoomed_view_as_the_engine_does(tmp_path, folder):
+    """A bundle with a zoomed-out view: evaluate (both scorers) scores what the product shows."""
+    from xrayscreen.model.bundle import ScoreSpec
+
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        [], sorted(threat.glob("P*.png")), AnnotationSource(labels), progress=False
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    bundle.score = ScoreSpec(
+        kind="latent", params={"scan_norm": "robust_z", "zoom": 2.0, "zoom_weight": 0.5}
+    )
+    scan = ds.scans[0]
+    ref = ScoringEngine(bundle, "cpu").score_scan_sync(scan.scan, stride=16)
+    assert ref.raw_zoom_scores is not None
+    fg = ~ref.background
+    mine = EngineScorer(bundle).score(scan)
+    np.testing.assert_allclose(mine["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
+    assert np.allclose(mine["latent"].heat, ref.latent_map, atol=1e-3)
+    b = ModelScorer(bundle, ["latent"]).score(scan)
+    np.testing.assert_allclose(b["latent"].window[fg], ref.window_scores[fg], atol=5e-2)
+    bundle.score = ScoreSpec(kind="latent", params={"scan_norm": "robust_z"})
+    plain = EngineScorer(bundle).score(scan)
+    assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)

@@ -54,6 +54,8 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.training["optimizer"]["lr_g"] == 1e-4 and b.training["optimizer"]["lr_d"] == 4e-4
     assert b.score.kind == "feature_knn_excess" and b.score.params["scan_norm"] == "robust_z"
     assert b.score.params["context_px"] == 128.0 and b.score.params["context_self"] == 0.25
+    assert b.score.params["zoom"] == 2.0 and b.score.params["zoom_mix"] == "max"
+    assert b.score.params["ref_scale_zoom"] > 0 and "zoom_weight" not in b.score.params
     assert (
         b.score.params["sign"] == 1.0
         and b.score.params["knn_scale"] > 0
@@ -142,7 +144,7 @@ def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_pat
     out = tmp_path / "model"
     args = [*TINY, "--score-kind", "feature_knn", "--bank-size", "150", "--bank-k", "3"]
     # raw window scores, no context: comparable with score_windows below
-    args += ["--scan-norm", "none", "--context-px", "0"]
+    args += ["--scan-norm", "none", "--context-px", "0", "--zoom", "1"]
     assert main(["train", str(bags), "--out", str(out), *args]) == 0
     capsys.readouterr()
     b = load_bundle(out)
@@ -170,7 +172,7 @@ def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]
-    assert main([*args, "--context-px", "0"]) == 0  # the normalisation alone
+    assert main([*args, "--context-px", "0", "--zoom", "1"]) == 0  # the normalisation alone
     capsys.readouterr()
     b = load_bundle(out)
     p = b.score.params
@@ -230,6 +232,43 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
     peaks = [float(eng.score_scan_sync(open_scan(p), stride=16).latent_map.max()) for p in held]
     np.testing.assert_allclose(sorted(cal.bag_maxima), sorted(peaks), rtol=1e-4, atol=1e-4)
     assert cal.bag_far(cal.default_threshold) <= 0.1
+
+
+def test_cli_zoom_is_calibrated_on_the_engines_mixed_scores(tmp_path, capsys):
+    """``--zoom``: the bundle carries the zoomed view, its own fallback statistics, and a
+    calibration that holds exactly the engine's mixed scores of the held-out scans."""
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = ["train", str(bags), "--out", str(out), *TINY, "--zoom", "2"]
+    args += ["--zoom-mix", "mean", "--zoom-weight", "0.4"]
+    assert main(args) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    p = b.score.params
+    assert p["zoom"] == 2.0 and p["zoom_mix"] == "mean" and p["zoom_weight"] == 0.4
+    assert p["ref_scale_zoom"] > 0 and "ref_median_zoom" in p
+    assert b.training["calibration_context"] == "held-out scans scored whole"
+    report = json.loads((out / "training_report.json").read_text())
+    held = [q for q in sorted(bags.glob("*.png")) if open_scan(q).sha256 in report["val_scans"]]
+    cal, b.calibration = b.calibration, None
+    eng = ScoringEngine(b, "cpu")
+    scores = []
+    for q in held:
+        r = eng.score_scan_sync(open_scan(q), stride=16)
+        assert r.raw_zoom_scores is not None
+        scores.append(r.window_scores[~r.background])
+    assert cal.n_windows == sum(len(s) for s in scores)
+    top = max(float(s.max()) for s in scores)
+    assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+
+
+def test_cli_zoom_out_of_range_is_a_clean_error(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal", n=3)
+    assert main(["train", str(bags), "--out", str(tmp_path / "m"), *TINY, "--zoom", "0.5"]) == 2
+    assert "zoom" in capsys.readouterr().err
 
 
 def test_cli_context_must_not_be_negative(tmp_path, capsys):

@@ -31,7 +31,8 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import context, scan_norm
+from xrayscreen.inference import zoom
+from xrayscreen.inference.results import WindowOutputs
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
@@ -246,11 +247,24 @@ class ModelScorer:
         result: dict[str, KindScores] = {}
         belt = ~keep.cpu()
         own = self.bundle.score.kind
+
+        def own_scores(xs: torch.Tensor, residual: bool = False) -> Any:
+            vals = []
+            for start in range(0, len(xs), self.batch):
+                xb = xs[start : start + self.batch].to(self.device)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+                    o = net(xb)
+                    ctx = self._feature_context(net, xb, {own: specs[own]})
+                vals.append(score_kinds.compute(specs[own], xb, o, ctx).float())
+            return WindowOutputs(torch.cat(vals) if vals else torch.zeros(0), None)
+
         for k in kinds:
             s = out[k].cpu()
-            if k == own:  # per-scan normalisation and context belong to its own kind
-                s = scan_norm.normalise(self.bundle.score, s, ~belt)
-                s = context.apply(self.bundle.score, s, grid, ~belt)
+            if k == own:
+                # Per-scan normalisation, zoomed-out view and context belong to its own kind.
+                raw_zoom = _zoom_raw(self.bundle, scan, idx.cpu(), self._air, own_scores)
+                s = zoom.evidence(self.bundle.score, s, raw_zoom, grid, ~belt)
             if belt.any() and (~belt).any():
                 s[belt] = s[~belt].min()  # background scores as normal (engine rule)
             result[k] = KindScores(s.numpy().astype(np.float64))
@@ -336,10 +350,12 @@ class EngineScorer:
         pix = torch.zeros((n, grid.window, grid.window))
         if len(idx):
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
-            # The bundle's per-scan normalisation over this scan's scored windows, as
-            # the engine applies it to a whole scan (score_windows alone does not).
-            raw[idx] = scan_norm.normalise(self.bundle.score, out.latent.float().cpu())
-            raw = context.apply(self.bundle.score, raw, grid, ~belt)
+            raw[idx] = out.latent.float().cpu()
+            raw_zoom = _zoom_raw(self.bundle, scan, idx, self._air, self.engine.score_windows)
+            # The bundle's per-scan normalisation over this scan's scored windows, its
+            # zoomed-out view and context, as the engine applies them to a whole scan
+            # (score_windows alone does not).
+            raw = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, ~belt)
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)
@@ -358,6 +374,26 @@ class EngineScorer:
             )
         result["residual_max"] = KindScores(res_max.numpy().astype(np.float64))
         return result
+
+
+def _zoom_raw(
+    bundle: Any,
+    scan: PreparedScan,
+    idx: torch.Tensor,
+    air: torch.Tensor,
+    score: Callable[..., Any],
+) -> torch.Tensor | None:
+    """Raw own-kind scores of the zoomed-out windows (:mod:`~xrayscreen.inference.zoom`)
+    of grid windows ``idx``, zero elsewhere; ``None`` when the bundle has no zoomed view.
+    ``score(windows, residual=False)`` returns the model's outputs with ``.latent``."""
+    if not zoom.enabled(bundle.score) or not len(idx):
+        return None
+    view = zoom.ZoomedView(
+        scan.scan, scan.grid, zoom.factor_of(bundle.score), bundle.input.representation, air
+    )
+    out = torch.zeros(len(scan.grid))
+    out[idx] = score(view.windows(idx), residual=False).latent.float().cpu()
+    return out
 
 
 def _gather(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,23 @@ def install_excepthook(parent_getter) -> None:
 
 
 # ---------------------------------------------------------------------- model card
+def _score_steps(params: dict[str, Any]) -> str:
+    """What happens to a window's raw score before calibration, in one line."""
+    steps = []
+    if params.get("scan_norm", "none") != "none":
+        steps.append(f"normalised within the scan ({params['scan_norm']})")
+    z = float(params.get("zoom", 1.0) or 1.0)
+    if z > 1.0:
+        mix = params.get("zoom_mix", "max")
+        how = "the larger of the two" if mix == "max" else f"weight {params.get('zoom_weight')}"
+        steps.append(f"also scored on the scan shrunk {z:g}x ({how})")
+    r = float(params.get("context_px", 0) or 0)
+    if r > 0:
+        own = float(params.get("context_self", 0) or 0)
+        steps.append(f"averaged with neighbours within {r:g} px (own weight {own:g})")
+    return "; ".join(steps)
+
+
 def model_card_html(bundle: Any, path: str | Path | None = None) -> str:
     """The active model's card: identity, training summary, calibration, input spec."""
     esc = html.escape
@@ -94,6 +111,9 @@ def model_card_html(bundle: Any, path: str | Path | None = None) -> str:
         ("Input", f"{inp.representation}, window {inp.window}, scale {inp.scale.to_dict()}")
     )
     rows.append(("Score", f"{bundle.score.kind} ({bundle.score.norm})"))
+    steps = _score_steps(bundle.score.params or {})
+    if steps:
+        rows.append(("Score steps", steps))
     cal = bundle.calibration
     if cal is not None:
         rows.append(

@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import context, onednn, scan_norm, score_kinds
+from xrayscreen.inference import onednn, score_kinds, zoom
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.seq_rewrite import rewrite_sequentials
 from xrayscreen.inference.windows import (
@@ -345,6 +345,9 @@ class ScoringEngine:
         self._tap_hook = None
         if score_kinds.needs_features(bundle.score):
             self._setup_feature_tap()
+        if zoom.enabled(bundle.score):  # refuse a malformed zoomed view before any scan
+            zoom.weight_of(bundle.score)
+            zoom.mix_of(bundle.score)
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -600,6 +603,23 @@ class ScoringEngine:
 
         raw = torch.full((len(grid),), self._bg_raw, dtype=torch.float32, device=dev)
         scored = torch.zeros(len(grid), dtype=torch.bool, device=dev)
+        # Zoomed-out view (bundle setting): every window is scored a second time on the
+        # scan shrunk `zoom` times; a window counts as scored once both views are.
+        zview = None
+        raw_zoom = None
+        if zoom.enabled(self.bundle.score):
+            t = time.perf_counter()
+            zview = zoom.ZoomedView(
+                work,
+                grid,
+                zoom.factor_of(self.bundle.score),
+                spec.representation,
+                air[:, 0, 0],
+                dev,
+            )
+            raw_zoom = raw.clone()
+            total *= 2  # progress counts model passes: each window twice
+            timings["zoom_input_s"] = time.perf_counter() - t
         ph, pw = grid.padded_shape
         res_sum = torch.zeros(ph * pw, dtype=torch.float32, device=dev) if residual else None
         offs = (torch.arange(win, device=dev)[:, None] * pw + torch.arange(win, device=dev)).ravel()
@@ -608,7 +628,7 @@ class ScoringEngine:
         t_scatter = 0.0
         t_input = 0.0
         fwd0 = self.forward_s
-        last_partial = time.perf_counter()
+        last_partial = [time.perf_counter()]
         yield ScoreProgress(0, total, None)
         for r0, r1 in strips:
             t = time.perf_counter()
@@ -638,7 +658,7 @@ class ScoringEngine:
                 t = time.perf_counter()
                 gidx = local[i:j] + r0 * cols
                 raw[gidx] = out.latent
-                scored[gidx] = True
+                scored[gidx] = zview is None
                 if res_sum is not None:
                     origin = (gidx // cols) * (s * pw) + (gidx % cols) * s
                     res_sum.index_add_(0, (origin[:, None] + offs).ravel(), out.residual.ravel())
@@ -646,29 +666,57 @@ class ScoringEngine:
                     torch.cuda.synchronize(dev)
                 done += j - i
                 t_scatter += time.perf_counter() - t
-                partial = None
-                now = time.perf_counter()
-                if progress_every is not None and now - last_partial >= progress_every:
-                    last_partial = now
-                    partial = self._result(
-                        scan, work, grid, factor, raw, background, None, reduce, scored
-                    )
-                    partial.complete = False
-                yield ScoreProgress(done, total, partial)
+                yield self._progress(
+                    done,
+                    total,
+                    (scan, work, grid, factor, raw, background, reduce, scored),
+                    raw_zoom,
+                    progress_every,
+                    last_partial,
+                )
                 if _cancelled(cancel):
                     return None
+            if zview is not None:
+
+                def get_zoomed(i: int, j: int, local=local, r0=r0, zv=zview) -> torch.Tensor:
+                    xz = zv.windows(local[i:j] + r0 * cols)
+                    return xz.contiguous(memory_format=torch.channels_last)
+
+                for i, j, out in self._batches(int(local.numel()), get_zoomed, False):
+                    if _cancelled(cancel):
+                        return None
+                    gidx = local[i:j] + r0 * cols
+                    raw_zoom[gidx] = out.latent
+                    scored[gidx] = True
+                    done += j - i
+                    yield self._progress(
+                        done,
+                        total,
+                        (scan, work, grid, factor, raw, background, reduce, scored),
+                        raw_zoom,
+                        progress_every,
+                        last_partial,
+                    )
+                    if _cancelled(cancel):
+                        return None
         timings["input_s"] = t_input
         timings["scatter_s"] = t_scatter
         timings["forward_s"] = self.forward_s - fwd0
         t = time.perf_counter()
-        result = self._result(scan, work, grid, factor, raw, background, res_sum, reduce, scored)
+        result = self._result(
+            scan, work, grid, factor, raw, background, res_sum, reduce, scored, raw_zoom
+        )
+        result.raw_scores = raw.cpu().numpy().copy()
+        if raw_zoom is not None:
+            result.raw_zoom_scores = raw_zoom.cpu().numpy().copy()
         timings["fold_s"] = time.perf_counter() - t
         # total_s includes time the consumer held the generator between yields.
         timings["total_s"] = time.perf_counter() - t_start
         fw = timings["forward_s"]
         timings["windows_per_s"] = total / fw if fw > 0 else None
         timings["n_windows"] = len(grid)
-        timings["n_scored"] = total
+        timings["n_scored"] = int((~background).sum())
+        timings["n_forwards"] = total  # windows through the model, zoomed views included
         result.timings = timings
         return result
 
@@ -683,14 +731,13 @@ class ScoringEngine:
         res_sum: torch.Tensor | None,
         reduce: str,
         scored: torch.Tensor | None = None,
+        raw_zoom: torch.Tensor | None = None,
     ) -> ScanResult:
-        # Scan normalisation (bundle setting) over the windows scored so far; the
-        # calibration refers to the normalised score.
+        # Scan normalisation (bundle setting) over the windows scored so far, the mix
+        # with the zoomed-out view, then the spatial context: the calibration was
+        # fitted on scores made the same way (zoom.evidence).
         valid = ~background if scored is None else (scored & ~background)
-        score = scan_norm.normalise(self.bundle.score, raw, valid)
-        # Spatial context (bundle setting): each window's score averaged with its scored
-        # neighbours'. The calibration was fitted on scores made the same way.
-        score = context.apply(self.bundle.score, score, grid, valid)
+        score = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, valid)
         calibrated = self.calibrate(score)
         calibrated[background] = self._bg_cal
         if grid.window % grid.stride == 0:
@@ -723,6 +770,28 @@ class ScoringEngine:
                 self.bundle.calibration.default_threshold if self.bundle.calibration else None
             ),
         )
+
+    def _progress(
+        self,
+        done: int,
+        total: int,
+        state: tuple,
+        raw_zoom: torch.Tensor | None,
+        progress_every: float | None,
+        last_partial: list[float],
+    ) -> ScoreProgress:
+        """A progress report, with a partial result at most every ``progress_every`` s
+        (``last_partial`` is a one-item list holding the time of the previous one)."""
+        now = time.perf_counter()
+        partial = None
+        if progress_every is not None and now - last_partial[0] >= progress_every:
+            last_partial[0] = now
+            scan, work, grid, factor, raw, background, reduce, scored = state
+            partial = self._result(
+                scan, work, grid, factor, raw, background, None, reduce, scored, raw_zoom
+            )
+            partial.complete = False
+        return ScoreProgress(done, total, partial)
 
     def score_scan_sync(self, scan: Scan, **kwargs: Any) -> ScanResult | None:
         """Run :meth:`score_scan` to completion and return its result."""

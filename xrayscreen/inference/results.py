@@ -61,6 +61,10 @@ class ScanResult:
         timings: Seconds per stage plus ``windows_per_s`` (scored windows per second
             of forward time) and counts.
         complete: False for the partial results yielded while scoring.
+        raw_scores: ``(N,)`` float32 raw window scores of the bundle's score kind
+            (before per-scan normalisation and context); ``None`` in partial results.
+        raw_zoom_scores: The same for the zoomed-out view (:mod:`.zoom`), or ``None``
+            when the bundle has none.
     """
 
     window_origins: np.ndarray
@@ -78,6 +82,8 @@ class ScanResult:
     default_threshold: float | None = None
     timings: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
+    raw_scores: np.ndarray | None = None
+    raw_zoom_scores: np.ndarray | None = None
 
     @property
     def n_scored(self) -> int:

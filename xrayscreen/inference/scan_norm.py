@@ -31,6 +31,9 @@ from xrayscreen.errors import ConfigError
 
 METHODS = ("none", "robust_z")
 MIN_WINDOWS = 16
+#: Smallest per-scan scale, as a fraction of the typical held-out scan's
+#: (``ScoreSpec.params["scale_floor"]`` overrides it).
+DEFAULT_SCALE_FLOOR = 0.05
 _IQR_TO_SIGMA = 1.349
 
 
@@ -72,9 +75,10 @@ def normalise(spec: Any, raw: torch.Tensor, valid: torch.Tensor | None = None) -
         med = float(params.get("ref_median", 0.0))
         scale = float(params.get("ref_scale", 1.0))
     ref = float(params.get("ref_scale", 0.0))
-    # A flat scan (all windows alike) must not blow up: floor the scale at a small
-    # fraction of the typical normal scan's, or an absolute epsilon without one.
-    scale = max(scale, 0.05 * ref if ref > 0 else 0.0, 1e-9)
+    # A flat scan (all windows alike) must not blow up: floor the scale at a fraction
+    # of the typical normal scan's, or an absolute epsilon without one.
+    floor = float(params.get("scale_floor", DEFAULT_SCALE_FLOOR))
+    scale = max(scale, floor * ref if ref > 0 else 0.0, 1e-9)
     return ((raw.float() - med) / scale).float()
 
 

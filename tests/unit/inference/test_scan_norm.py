@@ -57,6 +57,9 @@ def test_tiny_scans_use_the_reference_and_flat_scans_do_not_explode():
     flat[0] = 5.5  # IQR 0: the scale is floored at 5 % of the reference scale
     out = scan_norm.normalise(s, flat)
     assert torch.isfinite(out).all() and float(out[0]) == pytest.approx(0.5 / 0.025)
+    # A research setting raises the floor (here to half the reference scale).
+    raised = scan_norm.normalise(spec(**s.params, scale_floor=0.5), flat)
+    assert float(raised[0]) == pytest.approx(0.5 / 0.25)
 
 
 def test_reference_is_the_median_over_scans():

@@ -27,6 +27,8 @@ def test_default_model_is_small_and_complete():
     assert b.score.kind == "feature_knn_excess" and b.score.params["scan_norm"] == "robust_z"
     assert b.feature_bank is not None and len(b.feature_bank.memory) <= 1500
     assert b.score.params["context_px"] == 128.0 and b.score.params["context_self"] == 0.25
+    assert b.score.params["zoom"] == 2.0 and b.score.params["zoom_mix"] == "max"
+    assert b.score.params["ref_scale_zoom"] > 0
     assert b.score.params["sign"] == 1.0
     assert b.training["calibration_context"] == "held-out scans scored whole"
     assert b.input.window == 64 and b.config.nc == 3
@@ -39,7 +41,7 @@ def test_default_model_is_small_and_complete():
     cfg = b.training["config"]
     expected = default_config().to_dict()
     keys = ("ngf", "ndf", "nz", "window", "stride", "representation", "lr", "seed", "score_kind")
-    ctx = ("context_px", "context_self", "target_bag_far", "bag_rule")
+    ctx = ("context_px", "context_self", "zoom", "zoom_mix", "target_bag_far", "bag_rule")
     for key in (*keys, "scan_norm", *ctx, "bank_level", "bank_k", "bank_size", "research"):
         assert cfg[key] == expected[key], key
     assert len(b.provenance["data_fingerprint"]) == 64
