@@ -604,7 +604,7 @@ class ScoringEngine:
         raw = torch.full((len(grid),), self._bg_raw, dtype=torch.float32, device=dev)
         scored = torch.zeros(len(grid), dtype=torch.bool, device=dev)
         # Zoomed-out view (bundle setting): every window is scored a second time on the
-        # scan shrunk `zoom` times; a window counts as scored once both views are.
+        # scan shrunk `zoom` times, batch by batch with its own view.
         zview = None
         raw_zoom = None
         if zoom.enabled(self.bundle.score):
@@ -655,10 +655,16 @@ class ScoringEngine:
             for i, j, out in self._batches(int(local.numel()), get, residual):
                 if _cancelled(cancel):
                     return None
-                t = time.perf_counter()
                 gidx = local[i:j] + r0 * cols
+                if zview is not None:
+                    # The same windows' zoomed-out views right away, so partial heat maps
+                    # fill in batch by batch (score_windows batches and backs off on OOM).
+                    xz = zview.windows(gidx).contiguous(memory_format=torch.channels_last)
+                    raw_zoom[gidx] = self.score_windows(xz, residual=False).latent
+                    done += j - i
+                t = time.perf_counter()
                 raw[gidx] = out.latent
-                scored[gidx] = zview is None
+                scored[gidx] = True
                 if res_sum is not None:
                     origin = (gidx // cols) * (s * pw) + (gidx % cols) * s
                     res_sum.index_add_(0, (origin[:, None] + offs).ravel(), out.residual.ravel())
@@ -676,29 +682,6 @@ class ScoringEngine:
                 )
                 if _cancelled(cancel):
                     return None
-            if zview is not None:
-
-                def get_zoomed(i: int, j: int, local=local, r0=r0, zv=zview) -> torch.Tensor:
-                    xz = zv.windows(local[i:j] + r0 * cols)
-                    return xz.contiguous(memory_format=torch.channels_last)
-
-                for i, j, out in self._batches(int(local.numel()), get_zoomed, False):
-                    if _cancelled(cancel):
-                        return None
-                    gidx = local[i:j] + r0 * cols
-                    raw_zoom[gidx] = out.latent
-                    scored[gidx] = True
-                    done += j - i
-                    yield self._progress(
-                        done,
-                        total,
-                        (scan, work, grid, factor, raw, background, reduce, scored),
-                        raw_zoom,
-                        progress_every,
-                        last_partial,
-                    )
-                    if _cancelled(cancel):
-                        return None
         timings["input_s"] = t_input
         timings["scatter_s"] = t_scatter
         timings["forward_s"] = self.forward_s - fwd0

@@ -140,14 +140,14 @@ def test_engine_refuses_a_malformed_zoom(stub_bundle):
         ScoringEngine(stub_bundle, "cpu")
 
 
-def test_cancel_during_the_zoomed_pass_returns_none(stub_bundle):
+def test_cancel_with_the_zoomed_view_returns_none(stub_bundle):
     scan = make_scan(256, 320, seed=2)
     stub_bundle.score = ScoreSpec(params={"zoom": 2.0})
     eng = ScoringEngine(stub_bundle, "cpu", autocast="off", batch=16)
     state = {"done": 0}
 
     def cancel() -> bool:
-        return state["done"] > len(WindowGrid(256, 320, 64, 16))  # inside the zoomed pass
+        return state["done"] > len(WindowGrid(256, 320, 64, 16))  # half-way through
 
     gen = eng.score_scan(scan, stride=16, cancel=cancel, progress_every=None)
     while True:
