@@ -39,6 +39,7 @@ class Bag:
     tpx: np.ndarray | None
     raw: list[np.ndarray]
     maxd: np.ndarray
+    meand: np.ndarray | None = None
 
 
 def load(path: str) -> list[Bag]:
@@ -64,6 +65,7 @@ def load(path: str) -> list[Bag]:
                 tpx,
                 [z[f"{k}_m{j}"] for j in range(nb)],
                 z[f"{k}_maxd"],
+                z[f"{k}_meand"] if f"{k}_meand" in z else None,
             )
         )
     return bags

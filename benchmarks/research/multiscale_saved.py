@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="score param override"
     )
+    p.add_argument(
+        "--add-meand",
+        type=float,
+        default=0.0,
+        help="add this weight x the per-scan normalised mean darkness (a combined score)",
+    )
     a = p.parse_args(argv)
     fine = load(a.fine)
     coarse = [{b.name: b for b in load(c)} for c in a.coarse]
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                         s = torch.maximum(_norm(spec, b.raw[fj], b.belt), sum(parts) / len(parts))
                     else:
                         s = s + alpha * sum(parts) / len(parts)
+                if a.add_meand:
+                    s = s + a.add_meand * _norm(spec, b.meand.astype(np.float32), b.belt)
                 s = context.apply(spec, s, b.grid, torch.from_numpy(~b.belt)).double().numpy()
                 s_valid = s[~b.belt]
                 peak = float(s_valid.max()) if len(s_valid) else float("-inf")
