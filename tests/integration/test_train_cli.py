@@ -37,6 +37,30 @@ def make_bags(folder: Path, n: int = 6, seed: int = 0) -> Path:
     return folder
 
 
+def held_out_engine_scores(b, bags: Path, out: Path) -> tuple[list[Path], list[np.ndarray]]:
+    """The held-out scans the training report names, and the uncalibrated engine's
+    non-background window scores of each (what the scan calibration must hold)."""
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    report = json.loads((out / "training_report.json").read_text())
+    held = [p for p in sorted(bags.glob("*.png")) if open_scan(p).sha256 in report["val_scans"]]
+    assert held, "the report names the held-out scans"
+    cal, b.calibration = b.calibration, None
+    try:
+        eng = ScoringEngine(b, "cpu")
+        results = [eng.score_scan_sync(open_scan(p), stride=16) for p in held]
+    finally:
+        b.calibration = cal
+    if zoom_on(b):
+        assert all(r.raw_zoom_scores is not None for r in results)
+    return held, [r.window_scores[~r.background] for r in results]
+
+
+def zoom_on(b) -> bool:
+    return float(b.score.params.get("zoom", 1.0)) > 1.0
+
+
 def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
@@ -212,22 +236,14 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
     b = load_bundle(out)
     assert b.score.params["context_px"] == 48.0
     assert b.training["calibration_context"] == "held-out scans scored whole"
-    report = json.loads((out / "training_report.json").read_text())
-    held = [p for p in sorted(bags.glob("*.png")) if open_scan(p).sha256 in report["val_scans"]]
-    assert held, "the report names the held-out scans"
-    cal, b.calibration = b.calibration, None
-    eng = ScoringEngine(b, "cpu")
-    scores = []
-    for p in held:
-        r = eng.score_scan_sync(open_scan(p), stride=16)
-        scores.append(r.window_scores[~r.background])
+    held, scores = held_out_engine_scores(b, bags, out)
+    cal = b.calibration
     assert cal.n_windows == sum(len(s) for s in scores)
     assert len(cal.bag_maxima) == len(held)
     top = max(float(s.max()) for s in scores)
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
     # Bag maxima are the held-out scans' heat-map peaks, as the calibrated engine draws them,
     # and the default threshold lets at most 10 % of them (rounded down) alarm.
-    b.calibration = cal
     eng = ScoringEngine(b, "cpu")
     peaks = [float(eng.score_scan_sync(open_scan(p), stride=16).latent_map.max()) for p in held]
     np.testing.assert_allclose(sorted(cal.bag_maxima), sorted(peaks), rtol=1e-4, atol=1e-4)
@@ -237,9 +253,6 @@ def test_cli_context_is_calibrated_on_whole_held_out_scans(tmp_path, capsys):
 def test_cli_zoom_is_calibrated_on_the_engines_mixed_scores(tmp_path, capsys):
     """``--zoom``: the bundle carries the zoomed view, its own fallback statistics, and a
     calibration that holds exactly the engine's mixed scores of the held-out scans."""
-    from xrayscreen.imaging.readers import open_scan
-    from xrayscreen.inference.engine import ScoringEngine
-
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--zoom", "2"]
@@ -251,15 +264,8 @@ def test_cli_zoom_is_calibrated_on_the_engines_mixed_scores(tmp_path, capsys):
     assert p["zoom"] == 2.0 and p["zoom_mix"] == "mean" and p["zoom_weight"] == 0.4
     assert p["ref_scale_zoom"] > 0 and "ref_median_zoom" in p
     assert b.training["calibration_context"] == "held-out scans scored whole"
-    report = json.loads((out / "training_report.json").read_text())
-    held = [q for q in sorted(bags.glob("*.png")) if open_scan(q).sha256 in report["val_scans"]]
-    cal, b.calibration = b.calibration, None
-    eng = ScoringEngine(b, "cpu")
-    scores = []
-    for q in held:
-        r = eng.score_scan_sync(open_scan(q), stride=16)
-        assert r.raw_zoom_scores is not None
-        scores.append(r.window_scores[~r.background])
+    _, scores = held_out_engine_scores(b, bags, out)
+    cal = b.calibration
     assert cal.n_windows == sum(len(s) for s in scores)
     top = max(float(s.max()) for s in scores)
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)

@@ -156,3 +156,19 @@ def test_cancel_with_the_zoomed_view_returns_none(stub_bundle):
         except StopIteration as stop:
             assert stop.value is None
             break
+
+
+def test_zoomed_view_of_raw_dual_energy_and_of_a_tiny_scan():
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.2, 1.0, (2, 120, 160)).astype(np.float32)
+    scan = Scan(rgb=np.zeros((120, 160, 3), np.uint8), kind=make_scan(8, 8).kind, raw=raw)
+    grid = WindowGrid(120, 160, 64, 16)
+    air = torch.tensor(air_value("log_attenuation"))
+    w = zoom.ZoomedView(scan, grid, 2.0, "log_attenuation", air).windows(torch.arange(len(grid)))
+    assert w.shape == (len(grid), 2, 64, 64) and torch.isfinite(w).all()
+    tiny = make_scan(3, 5)  # smaller than a window: one window, air around the scan
+    g = WindowGrid(3, 5, 64, 16)
+    t = zoom.ZoomedView(tiny, g, 2.0, "rgb", torch.tensor(air_value("rgb"))).windows(
+        torch.arange(len(g))
+    )
+    assert t.shape == (1, 3, 64, 64)
