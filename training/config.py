@@ -12,6 +12,8 @@ from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
 from xrayscreen.inference.score_kinds import MEMORY_PLUS
+from xrayscreen.inference.zoom import MAX_ZOOM
+from xrayscreen.inference.zoom import MIXES as ZOOM_MIXES
 from xrayscreen.model.calibration import BAG_RULES
 from xrayscreen.model.feature_bank import FEATURE_KINDS
 from xrayscreen.model.ganomaly import GANomalyConfig, validate_isize
@@ -38,7 +40,6 @@ XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "reset_stuck": True,
     "reset_window": 50,
 }
-ZOOM_MIXES = ("max", "mean")
 XRAY_DEFAULTS: dict[str, Any] = {
     "representation": "rgb_attenuation",
     "spectral_norm_d": True,
@@ -206,8 +207,8 @@ class TrainConfig:
             raise ConfigError(f"context_px must be >= 0 pixels, got {self.context_px}")
         if not 0.0 <= float(self.context_self) < 1.0:
             raise ConfigError(f"context_self must be in [0, 1), got {self.context_self}")
-        if not 1.0 <= float(self.zoom) <= 8.0:
-            raise ConfigError(f"zoom must be in [1, 8] (1 = off), got {self.zoom}")
+        if not 1.0 <= float(self.zoom) <= MAX_ZOOM:
+            raise ConfigError(f"zoom must be in [1, {MAX_ZOOM:g}] (1 = off), got {self.zoom}")
         if self.zoom_mix not in ZOOM_MIXES:
             raise ConfigError(f"zoom_mix must be one of {ZOOM_MIXES}, got {self.zoom_mix!r}")
         if not 0.0 < float(self.zoom_weight) <= 1.0:

@@ -9,12 +9,12 @@ and score kind score both views; each is normalised within the scan (:mod:`.scan
 and the two are combined -- by default the larger of the two (``zoom_mix="max"``: a
 window is as unusual as its more unusual view), or a weighted mean
 ``(1 - w) * z_window + w * z_zoomed`` (``zoom_mix="mean"``) -- before the spatial
-context (:mod:`.context`) and the calibration. On the SIXray val split the max of the
-working-scale and the 2x-shrunk view raised pool (a) window AUC of three trained models
-from 0.888-0.896 to 0.909-0.919, pool (b) from 0.937-0.943 to 0.948-0.951, and the
-detection rate at 1 % window false alarms on pool (a) by 0.04-0.06; on the project's
-simulated bags (small blades) it was neutral on pool (a) (``docs/BENCHMARKS.md``,
-fifth session).
+context (:mod:`.context`) and the calibration. With the max of the working-scale and the
+2x-shrunk view, three trained models' window AUC on SIXray benign bags rose from
+0.888-0.896 to 0.909-0.919 on the val split and from 0.886-0.895 to 0.908-0.915 on the test
+split (inside threat bags 0.928-0.935 to 0.940-0.942 on test), and the detection rate at 1 %
+window false alarms on benign bags by 0.03-0.07; on the project's simulated bags (small
+blades) it was neutral on pool (a) (``docs/BENCHMARKS.md``, fifth session).
 
 The bundle's ``ScoreSpec.params`` carry ``zoom`` (the shrink factor, > 1; absent or
 1 = off), ``zoom_mix``, ``zoom_weight`` (``w``, for the mean) and the zoomed view's own
