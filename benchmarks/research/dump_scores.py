@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from xrayscreen.evaluation.annotations import AnnotationSource, parse_mask_classes
-from xrayscreen.evaluation.dataset import list_scans, prepare_dataset
+from xrayscreen.evaluation.dataset import ProtocolSettings, list_scans, prepare_dataset
 from xrayscreen.evaluation.floors import floor_scores
 from xrayscreen.evaluation.scorers import EngineScorer, _gather
 from xrayscreen.imaging.representation import model_input
@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "shrunk by this factor (it sees zoom x zoom times the area; multi-scale research)",
     )
     p.add_argument(
+        "--longer-side",
+        type=int,
+        default=None,
+        help="protocol scale other than 800 px (scale-sensitivity research; implies --force-scale)",
+    )
+    p.add_argument(
         "--force-scale",
         action="store_true",
         help="accept bundles whose working scale is not the protocol's (with --zoom)",
@@ -109,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     source = AnnotationSource(
         labels=a.labels, masks=a.masks, mask_classes=parse_mask_classes("gun,knife")
     )
-    ds = prepare_dataset(list_scans(a.normal), list_scans(a.threat), source, progress=False)
+    settings = ProtocolSettings()
+    if a.longer_side:
+        settings = ProtocolSettings(longer_side=a.longer_side)
+        a.force_scale = True
+    ds = prepare_dataset(
+        list_scans(a.normal), list_scans(a.threat), source, settings, progress=False
+    )
     loaded = [load_bundle(b) for b in a.bundles]
     if a.kind:
         from xrayscreen.model.bundle import ScoreSpec
@@ -122,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             b.score.params = {**b.score.params, key: float(value)}
             if b.feature_bank is not None and key == "k":
                 b.feature_bank.k = int(float(value))
-    scorers = [EngineScorer(b, device="cpu", force_protocol_scale=a.force_scale) for b in loaded]
+    scorers = [
+        EngineScorer(
+            b,
+            device="cpu",
+            force_protocol_scale=a.force_scale,
+            protocol_longer_side=settings.longer_side,
+        )
+        for b in loaded
+    ]
     nets = [load_bundle(b, with_discriminator=True) for b in a.bundles] if a.dfeat else []
     for n in nets:
         n.generator.eval()
