@@ -215,11 +215,11 @@ def calibrate_bundle(
     return cal, scores
 
 
-def _with_zoom_reference(bundle: ModelBundle, results: list) -> list[np.ndarray]:
+def _with_zoom_reference(bundle: ModelBundle, results: list) -> None:
     """Fit the zoomed-out view's scan-normalisation fallback statistics on the held-out
     scans' raw zoomed scores, store them in the bundle's score, and recompute every
-    scan's window scores with them (in place); returns the scans' non-background
-    scores. Only scans too small for their own statistics change."""
+    scan's window scores with them (in place). Only scans too small for their own
+    statistics change."""
     fgs = [~r.background for r in results]
     bundle.score.params = {
         **bundle.score.params,
@@ -230,19 +230,15 @@ def _with_zoom_reference(bundle: ModelBundle, results: list) -> list[np.ndarray]
             ).items()
         },
     }
-    per_scan = []
     for r, fg in zip(results, fgs):
-        valid = torch.from_numpy(fg)
         s = zoom.evidence(
             bundle.score,
             torch.from_numpy(r.raw_scores),
             torch.from_numpy(r.raw_zoom_scores),
             r.grid,
-            valid,
+            torch.from_numpy(fg),
         )
         r.window_scores = s.numpy().astype(np.float32)
-        per_scan.append(r.window_scores[fg].astype(np.float64))
-    return per_scan
 
 
 def calibrate_on_scans(
@@ -272,22 +268,20 @@ def calibrate_on_scans(
 
     own = bundle.calibration
     bundle.calibration = None  # the engine then returns uncalibrated scores
-    per_scan: list[np.ndarray] = []
     results = []
     try:
         engine = ScoringEngine(bundle, device)
         for scan in scans:
             r = engine.score_scan_sync(scan, stride=stride, residual=False)
-            fg = ~r.background
-            if fg.any():
-                per_scan.append(r.window_scores[fg].astype(np.float64))
+            if (~r.background).any():
                 results.append(r)
     finally:
         bundle.calibration = own
-    if sum(len(p) for p in per_scan) < 2:
+    if sum(int((~r.background).sum()) for r in results) < 2:
         raise ConfigError("calibration needs held-out normal scans with scored windows")
     if zoom.enabled(bundle.score):
-        per_scan = _with_zoom_reference(bundle, results)
+        _with_zoom_reference(bundle, results)
+    per_scan = [r.window_scores[~r.background].astype(np.float64) for r in results]
     cal = Calibration.fit(np.concatenate(per_scan), target_window_far, per_scan)
     # Bag peaks as the product sees them: the heat map (calibrated windows, background at
     # the calibrated minimum, folded by overlap mean), not the highest single window.

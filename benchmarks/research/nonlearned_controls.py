@@ -32,7 +32,7 @@ import torch
 
 from xrayscreen.evaluation.annotations import AnnotationSource, parse_mask_classes
 from xrayscreen.evaluation.dataset import PreparedScan, list_scans, prepare_dataset
-from xrayscreen.evaluation.floors import floor_scores
+from xrayscreen.evaluation.floors import BLUE_MARGIN, BLUE_MAX_GREY, LAPLACE_4, floor_scores
 from xrayscreen.evaluation.heat import window_means
 from xrayscreen.evaluation.runner import evaluate
 from xrayscreen.evaluation.scorers import FunctionScorer
@@ -61,10 +61,9 @@ def _window_floors(rgb: torch.Tensor) -> dict[str, np.ndarray]:
     with the Laplacian taken inside each window)."""
     grey = rgb.mean(dim=1, keepdim=True)
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    blue = ((b > g + 0.05) & (b > r + 0.05) & (grey[:, 0] < 0.8)).float()
+    blue = ((b > g + BLUE_MARGIN) & (b > r + BLUE_MARGIN) & (grey[:, 0] < BLUE_MAX_GREY)).float()
     lap = torch.nn.functional.conv2d(
-        torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="reflect"),
-        torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None],
+        torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="reflect"), LAPLACE_4[None, None]
     ).abs()
     return {
         "max_density": (1.0 - grey.amin(dim=(1, 2, 3))).numpy(),

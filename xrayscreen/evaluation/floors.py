@@ -32,7 +32,7 @@ FLOOR_LABELS = {
     "blue_fraction": "blue (metal) pixel fraction",
 }
 
-_LAPLACE_4 = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+LAPLACE_4 = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 BLUE_MARGIN = 0.05
 BLUE_MAX_GREY = 0.8
 
@@ -52,7 +52,7 @@ def floor_scores(rgb_padded: torch.Tensor, grid: WindowGrid) -> dict[str, np.nda
     grey = rgb_padded.mean(dim=0)[None, None]  # (1, 1, H, W)
     r, g, b = rgb_padded[0], rgb_padded[1], rgb_padded[2]
     blue = ((b > g + BLUE_MARGIN) & (b > r + BLUE_MARGIN) & (grey[0, 0] < BLUE_MAX_GREY)).float()
-    lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="reflect"), _LAPLACE_4[None, None]).abs()
+    lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="reflect"), LAPLACE_4[None, None]).abs()
 
     def pool(x: torch.Tensor) -> np.ndarray:
         return F.avg_pool2d(x, win, s).flatten().numpy().astype(np.float32)

@@ -32,7 +32,6 @@ from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference import zoom
-from xrayscreen.inference.results import WindowOutputs
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
@@ -208,10 +207,27 @@ class ModelScorer:
         fmap = encoder_map(encoder_body(net), xb, bank.level)
         return {"feature_map": fmap, "bank": self._bank}
 
-    @torch.inference_mode()
-    def score(self, scan: PreparedScan) -> dict[str, KindScores]:
+    def _forward(
+        self, net: Any, xs: torch.Tensor, specs: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
+        """One batch through the generator: the scores of ``specs`` (float32), the
+        generator's outputs and the channels-last input batch."""
         from xrayscreen.inference import score_kinds
 
+        xb = xs.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            outputs = net(xb)
+            ctx = self._feature_context(net, xb, specs)
+        scores = {
+            k: score_kinds.compute(
+                spec, xb, outputs, ctx if score_kinds.needs_features(spec) else None
+            ).float()
+            for k, spec in specs.items()
+        }
+        return scores, outputs, xb
+
+    @torch.inference_mode()
+    def score(self, scan: PreparedScan) -> dict[str, KindScores]:
         x = torch.from_numpy(
             model_input(scan.scan, self.bundle.input.representation, self.bundle.input.scale)
         )
@@ -235,29 +251,21 @@ class ModelScorer:
         specs = {k: self._spec(k) for k in kinds}
         for start in range(0, len(idx), self.batch):
             sel = idx[start : start + self.batch]
-            xb = windows[sel].contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                outputs = net(xb)
-                ctx = self._feature_context(net, xb, specs)
+            scores, outputs, xb = self._forward(net, windows[sel], specs)
             for k in kinds:
-                c = ctx if score_kinds.needs_features(specs[k]) else None
-                out[k][sel] = score_kinds.compute(specs[k], xb, outputs, c).float()
+                out[k][sel] = scores[k]
             if pix is not None:
                 pix[sel.cpu()] = (xb.float() - outputs.x_hat.float()).abs().mean(dim=1).cpu()
         result: dict[str, KindScores] = {}
         belt = ~keep.cpu()
         own = self.bundle.score.kind
 
-        def own_scores(xs: torch.Tensor, residual: bool = False) -> Any:
-            vals = []
-            for start in range(0, len(xs), self.batch):
-                xb = xs[start : start + self.batch].to(self.device)
-                xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                    o = net(xb)
-                    ctx = self._feature_context(net, xb, {own: specs[own]})
-                vals.append(score_kinds.compute(specs[own], xb, o, ctx).float())
-            return WindowOutputs(torch.cat(vals) if vals else torch.zeros(0), None)
+        def own_scores(xs: torch.Tensor) -> torch.Tensor:
+            parts = [
+                self._forward(net, xs[i : i + self.batch], {own: specs[own]})[0][own]
+                for i in range(0, len(xs), self.batch)
+            ]
+            return torch.cat(parts) if parts else torch.zeros(0)
 
         for k in kinds:
             s = out[k].cpu()
@@ -351,7 +359,13 @@ class EngineScorer:
         if len(idx):
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
             raw[idx] = out.latent.float().cpu()
-            raw_zoom = _zoom_raw(self.bundle, scan, idx, self._air, self.engine.score_windows)
+            raw_zoom = _zoom_raw(
+                self.bundle,
+                scan,
+                idx,
+                self._air,
+                lambda w: self.engine.score_windows(w, residual=False).latent,
+            )
             # The bundle's per-scan normalisation over this scan's scored windows, its
             # zoomed-out view and context, as the engine applies them to a whole scan
             # (score_windows alone does not).
@@ -381,18 +395,18 @@ def _zoom_raw(
     scan: PreparedScan,
     idx: torch.Tensor,
     air: torch.Tensor,
-    score: Callable[..., Any],
+    score: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor | None:
     """Raw own-kind scores of the zoomed-out windows (:mod:`~xrayscreen.inference.zoom`)
     of grid windows ``idx``, zero elsewhere; ``None`` when the bundle has no zoomed view.
-    ``score(windows, residual=False)`` returns the model's outputs with ``.latent``."""
+    ``score(windows)`` returns the model's raw own-kind score per window."""
     if not zoom.enabled(bundle.score) or not len(idx):
         return None
     view = zoom.ZoomedView(
         scan.scan, scan.grid, zoom.factor_of(bundle.score), bundle.input.representation, air
     )
     out = torch.zeros(len(scan.grid))
-    out[idx] = score(view.windows(idx), residual=False).latent.float().cpu()
+    out[idx] = score(view.windows(idx)).float().cpu()
     return out
 
 

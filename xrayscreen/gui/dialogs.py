@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from PySide6.QtCore import QDate
@@ -76,17 +77,24 @@ def install_excepthook(parent_getter) -> None:
 # ---------------------------------------------------------------------- model card
 def _score_steps(params: dict[str, Any]) -> str:
     """What happens to a window's raw score before calibration, in one line."""
+    # Imported here: the score settings' readers pull in torch, which the window does
+    # not need before a model is loaded.
+    from xrayscreen.inference import context, zoom
+
+    spec = SimpleNamespace(params=params)
     steps = []
     if params.get("scan_norm", "none") != "none":
         steps.append(f"normalised within the scan ({params['scan_norm']})")
-    z = float(params.get("zoom", 1.0) or 1.0)
-    if z > 1.0:
-        mix = params.get("zoom_mix", "max")
-        how = "the larger of the two" if mix == "max" else f"weight {params.get('zoom_weight')}"
-        steps.append(f"also scored on the scan shrunk {z:g}x ({how})")
-    r = float(params.get("context_px", 0) or 0)
+    if zoom.enabled(spec):
+        how = (
+            "the larger of the two"
+            if zoom.mix_of(spec) == "max"
+            else f"weight {zoom.weight_of(spec):g}"
+        )
+        steps.append(f"also scored on the scan shrunk {zoom.factor_of(spec):g}x ({how})")
+    r = context.radius_of(spec)
     if r > 0:
-        own = float(params.get("context_self", 0) or 0)
+        own = context.self_weight_of(spec)
         steps.append(f"averaged with neighbours within {r:g} px (own weight {own:g})")
     return "; ".join(steps)
 

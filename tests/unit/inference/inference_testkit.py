@@ -72,3 +72,13 @@ def make_scan(h: int, w: int, seed: int = 0, belt_cols: int = 0) -> Scan:
     if belt_cols:
         rgb[:, :belt_cols] = 250
     return Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR)
+
+
+def run_to_end(gen) -> tuple[list, object]:
+    """Drain a ``score_scan`` generator: its progress reports and its return value."""
+    reports = []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as stop:
+            return reports, stop.value

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from inference_testkit import StubGenerator, make_scan, window_mean_score
+from inference_testkit import StubGenerator, make_scan, run_to_end, window_mean_score
 
 from xrayscreen.inference.engine import (
     ScoringEngine,
@@ -186,13 +186,7 @@ def test_other_runtime_errors_are_not_swallowed(stub_bundle):
 
 def test_progress_reports_and_partial_maps(stub_bundle):
     gen = score_scan(make_scan(160, 160), stub_bundle, "cpu", batch=8, progress_every=0.0)
-    reports = []
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    reports, result = run_to_end(gen)
     dones = [r.done for r in reports]
     assert dones == sorted(dones) and dones[-1] == reports[-1].total == result.n_scored
     partials = [r.partial for r in reports if r.partial is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from inference_testkit import make_scan
+from inference_testkit import make_scan, run_to_end
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import model_input, resize
@@ -95,14 +95,7 @@ def test_engine_scores_both_views_and_mixes_them(stub_bundle):
         params={"scan_norm": "robust_z", "zoom": 2.0},
     )
     eng = ScoringEngine(stub_bundle, "cpu", autocast="off", batch=37)
-    reports = []
-    gen = eng.score_scan(scan, stride=16, progress_every=0.0)
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as stop:
-            r = stop.value
-            break
+    reports, r = run_to_end(eng.score_scan(scan, stride=16, progress_every=0.0))
     fg = ~r.background
     assert fg.any() and (~fg).any()
     n = int(fg.sum())
