@@ -77,6 +77,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "weight in (0, 1] of the zoomed-out view in a mean mix (default 0.5)",
     ),
+    "density_weight": (
+        "density_weight",
+        float,
+        "weight of the window's density (robust z within the scan) added to the model's "
+        "per-scan score (0 = off)",
+    ),
     "dfeat_weight": (
         "dfeat_weight",
         float,

@@ -10,6 +10,7 @@ from typing import Any
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
+from xrayscreen.inference.density import MAX_WEIGHT as DENSITY_MAX_WEIGHT
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
 from xrayscreen.inference.score_kinds import MEMORY_PLUS
 from xrayscreen.inference.zoom import MAX_ZOOM
@@ -29,9 +30,10 @@ KEEP_CHOICES = ("final", "best_val")
 # not explain (``residual_excess``) plus the k-NN distance of G_E's level-2 features to a
 # memory of normal training windows (``feature_knn_excess``), normalised per scan
 # (``robust_z``), taken as the larger of the window's and its 2x zoomed-out view's
-# (``zoom``; the view sees the object and its surroundings), and averaged over a 128 px
-# spatial context that keeps a quarter of each window's own score (small threats are not
-# averaged away). The dataclass defaults stay
+# (``zoom``; the view sees the object and its surroundings), each view plus half its
+# window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
+# the larger part), and averaged over a 128 px spatial context that keeps a quarter of
+# each window's own score (small threats are not averaged away). The dataclass defaults stay
 # the paper's configuration (the MNIST Table 1 reproduction relies on them).
 XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "d_loss": "hinge",
@@ -51,6 +53,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "context_self": 0.25,
     "zoom": 2.0,
     "zoom_mix": "max",
+    "density_weight": 0.5,
     "target_bag_far": 0.10,
     "bag_rule": "gumbel",
 }
@@ -107,6 +110,9 @@ class TrainConfig:
         zoom_mix: How the two views' per-scan normalised scores combine: ``"max"``
             (the larger) or ``"mean"`` (weighted by ``zoom_weight``).
         zoom_weight: Weight in (0, 1] of the zoomed view in a ``"mean"`` mix.
+        density_weight: Weight of the window's density (mean opacity, robust z within
+            the scan; ``xrayscreen.inference.density``) added to each view's per-scan
+            normalised score; 0 = off. Needs ``scan_norm="robust_z"``.
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -166,6 +172,7 @@ class TrainConfig:
     zoom: float = 1.0
     zoom_mix: str = "max"
     zoom_weight: float = 0.5
+    density_weight: float = 0.0
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -213,6 +220,15 @@ class TrainConfig:
             raise ConfigError(f"zoom_mix must be one of {ZOOM_MIXES}, got {self.zoom_mix!r}")
         if not 0.0 < float(self.zoom_weight) <= 1.0:
             raise ConfigError(f"zoom_weight must be in (0, 1], got {self.zoom_weight}")
+        if not 0.0 <= float(self.density_weight) <= DENSITY_MAX_WEIGHT:
+            raise ConfigError(
+                f"density_weight must be in [0, {DENSITY_MAX_WEIGHT:g}], got {self.density_weight}"
+            )
+        if self.density_weight > 0 and self.scan_norm != "robust_z":
+            raise ConfigError(
+                "density_weight adds a per-scan z-score: it needs scan_norm='robust_z' "
+                "(or density_weight 0)"
+            )
         if not float(self.dfeat_weight) >= 0.0:
             raise ConfigError(f"dfeat_weight must be >= 0, got {self.dfeat_weight}")
         if self.dfeat_weight > 0 and self.score_kind not in MEMORY_PLUS:

@@ -396,6 +396,8 @@ def _score_params(cfg: TrainConfig) -> dict[str, Any]:
         params["zoom_mix"] = cfg.zoom_mix
         if cfg.zoom_mix == "mean":
             params["zoom_weight"] = float(cfg.zoom_weight)
+    if cfg.density_weight > 0:
+        params["density_weight"] = float(cfg.density_weight)
     if cfg.dfeat_weight > 0:
         params["dfeat_weight"] = float(cfg.dfeat_weight)
     return params
@@ -443,7 +445,7 @@ def fit_score(
     bundle.calibration, _ = calibrate_bundle(
         bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far, cfg.bag_rule
     )
-    if cfg.context_px > 0 or cfg.zoom > 1:
+    if cfg.context_px > 0 or cfg.zoom > 1 or cfg.density_weight > 0:
         scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
         try:
             bundle.calibration = calibrate_on_scans(
@@ -456,6 +458,15 @@ def fit_score(
             )
             bundle.training["calibration_context"] = "held-out scans scored whole"
         except ConfigError:
+            if cfg.density_weight > 0:
+                # Densities are z-scores within whole scans: calibrated only on whole scans.
+                params = dict(bundle.score.params)
+                params.pop("density_weight", None)
+                bundle.score.params = params
+                warnings.append(
+                    "window density: the held-out scans could not be read again, so the "
+                    "model's score does not add window density"
+                )
             if cfg.zoom > 1:
                 # The zoomed view needs whole scans to be scored, calibrated and given
                 # its own normalisation statistics; without them it is switched off
@@ -468,10 +479,11 @@ def fit_score(
                     "zoomed-out view: the held-out scans could not be read again, so the "
                     "model scores windows at the working scale only"
                 )
-            warnings.append(
-                "spatial context: the held-out scans could not be read again, so the "
-                "calibration ignores the context (thresholds are conservative: fewer alarms "
-                "than stated)"
-            )
+            if cfg.context_px > 0:
+                warnings.append(
+                    "spatial context: the held-out scans could not be read again, so the "
+                    "calibration ignores the context (thresholds are conservative: fewer "
+                    "alarms than stated)"
+                )
             bundle.training["calibration_context"] = "windows only (context ignored)"
     return warnings

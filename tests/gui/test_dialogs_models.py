@@ -39,6 +39,9 @@ def test_model_card_says_how_the_score_is_made(tiny_bundle):
     assert "Score steps" in text and "normalised within the scan (robust_z)" in text
     assert "shrunk 2x (the larger of the two)" in text
     assert "within 128 px (own weight 0.25)" in text
+    assert "density" not in text
+    tiny_bundle.score.params = {**tiny_bundle.score.params, "density_weight": 0.5}
+    assert "plus 0.5 x window density (within the scan)" in model_card_html(tiny_bundle)
 
 
 def test_model_menu_has_load_card_and_registered_models(window):

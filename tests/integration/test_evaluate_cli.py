@@ -220,3 +220,34 @@ def test_scorers_apply_the_bundles_zoomed_view_as_the_engine_does(tmp_path, fold
     bundle.score = ScoreSpec(kind="latent", params={"scan_norm": "robust_z"})
     plain = EngineScorer(bundle).score(scan)
     assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
+
+
+@pytest.mark.parametrize("with_zoom", [False, True])
+def test_scorers_add_window_density_as_the_engine_does(tmp_path, folder, with_zoom):
+    """A bundle whose score adds window density: evaluate scores what the product shows."""
+    from xrayscreen.model.bundle import ScoreSpec
+
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        [], sorted(threat.glob("P*.png")), AnnotationSource(labels), progress=False
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    params = {"scan_norm": "robust_z", "density_weight": 1.0}
+    if with_zoom:
+        params["zoom"] = 2.0
+    bundle.score = ScoreSpec(kind="latent", params=params)
+    scan = ds.scans[0]
+    ref = ScoringEngine(bundle, "cpu").score_scan_sync(scan.scan, stride=16)
+    assert ref.raw_density is not None
+    assert (ref.raw_density_zoom is not None) == with_zoom
+    fg = ~ref.background
+    mine = EngineScorer(bundle).score(scan)
+    np.testing.assert_allclose(mine["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
+    assert np.allclose(mine["latent"].heat, ref.latent_map, atol=1e-3)
+    b = ModelScorer(bundle, ["latent"]).score(scan)
+    np.testing.assert_allclose(b["latent"].window[fg], ref.window_scores[fg], atol=5e-2)
+    bundle.score = ScoreSpec(
+        kind="latent", params={k: v for k, v in params.items() if k != "density_weight"}
+    )
+    plain = EngineScorer(bundle).score(scan)
+    assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)

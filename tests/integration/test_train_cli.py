@@ -80,6 +80,7 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.score.params["context_px"] == 128.0 and b.score.params["context_self"] == 0.25
     assert b.score.params["zoom"] == 2.0 and b.score.params["zoom_mix"] == "max"
     assert b.score.params["ref_scale_zoom"] > 0 and "zoom_weight" not in b.score.params
+    assert b.score.params["density_weight"] == 0.5
     assert (
         b.score.params["sign"] == 1.0
         and b.score.params["knn_scale"] > 0
@@ -168,7 +169,7 @@ def test_cli_feature_knn_bundle_carries_its_bank_and_is_calibrated_on_it(tmp_pat
     out = tmp_path / "model"
     args = [*TINY, "--score-kind", "feature_knn", "--bank-size", "150", "--bank-k", "3"]
     # raw window scores, no context: comparable with score_windows below
-    args += ["--scan-norm", "none", "--context-px", "0", "--zoom", "1"]
+    args += ["--scan-norm", "none", "--context-px", "0", "--zoom", "1", "--density-weight", "0"]
     assert main(["train", str(bags), "--out", str(out), *args]) == 0
     capsys.readouterr()
     b = load_bundle(out)
@@ -196,7 +197,8 @@ def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]
-    assert main([*args, "--context-px", "0", "--zoom", "1"]) == 0  # the normalisation alone
+    alone = ["--context-px", "0", "--zoom", "1", "--density-weight", "0"]
+    assert main([*args, *alone]) == 0  # the normalisation alone
     capsys.readouterr()
     b = load_bundle(out)
     p = b.score.params
@@ -269,6 +271,33 @@ def test_cli_zoom_is_calibrated_on_the_engines_mixed_scores(tmp_path, capsys):
     assert cal.n_windows == sum(len(s) for s in scores)
     top = max(float(s.max()) for s in scores)
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+
+
+def test_cli_density_weight_is_calibrated_on_the_engines_scores(tmp_path, capsys):
+    """``--density-weight``: the bundle adds window density, and its calibration holds
+    exactly the engine's scores (model and density z, both views) of the held-out scans."""
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = ["train", str(bags), "--out", str(out), *TINY, "--density-weight", "1.5"]
+    assert main(args) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    assert b.score.params["density_weight"] == 1.5 and zoom_on(b)
+    assert b.training["config"]["density_weight"] == 1.5
+    _, scores = held_out_engine_scores(b, bags, out)
+    cal = b.calibration
+    assert cal.n_windows == sum(len(s) for s in scores)
+    top = max(float(s.max()) for s in scores)
+    assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+
+
+def test_cli_density_weight_needs_the_scan_normalisation(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal", n=3)
+    args = ["train", str(bags), "--out", str(tmp_path / "m"), *TINY, "--density-weight", "1"]
+    assert main([*args, "--scan-norm", "none"]) == 2
+    assert "scan_norm" in capsys.readouterr().err
+    assert main([*args[:-1], "-2"]) == 2
+    assert "density_weight" in capsys.readouterr().err
 
 
 def test_cli_zoom_out_of_range_is_a_clean_error(tmp_path, capsys):

@@ -31,7 +31,7 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import zoom
+from xrayscreen.inference import density, zoom
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
@@ -270,9 +270,12 @@ class ModelScorer:
         for k in kinds:
             s = out[k].cpu()
             if k == own:
-                # Per-scan normalisation, zoomed-out view and context belong to its own kind.
-                raw_zoom = _zoom_raw(self.bundle, scan, idx.cpu(), self._air, own_scores)
-                s = zoom.evidence(self.bundle.score, s, raw_zoom, grid, ~belt)
+                # Per-scan normalisation, densities, zoomed-out view and context belong
+                # to its own kind.
+                raw_zoom, dens, dens_zoom = _views(
+                    self.bundle, scan, padded, idx.cpu(), self._air, own_scores
+                )
+                s = zoom.evidence(self.bundle.score, s, raw_zoom, grid, ~belt, dens, dens_zoom)
             if belt.any() and (~belt).any():
                 s[belt] = s[~belt].min()  # background scores as normal (engine rule)
             result[k] = KindScores(s.numpy().astype(np.float64))
@@ -359,17 +362,18 @@ class EngineScorer:
         if len(idx):
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
             raw[idx] = out.latent.float().cpu()
-            raw_zoom = _zoom_raw(
+            raw_zoom, dens, dens_zoom = _views(
                 self.bundle,
                 scan,
+                padded,
                 idx,
                 self._air,
                 lambda w: self.engine.score_windows(w, residual=False).latent,
             )
             # The bundle's per-scan normalisation over this scan's scored windows, its
-            # zoomed-out view and context, as the engine applies them to a whole scan
-            # (score_windows alone does not).
-            raw = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, ~belt)
+            # densities, zoomed-out view and context, as the engine applies them to a
+            # whole scan (score_windows alone does not).
+            raw = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, ~belt, dens, dens_zoom)
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)
@@ -390,24 +394,34 @@ class EngineScorer:
         return result
 
 
-def _zoom_raw(
+def _views(
     bundle: Any,
     scan: PreparedScan,
+    padded: torch.Tensor,
     idx: torch.Tensor,
     air: torch.Tensor,
     score: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor | None:
-    """Raw own-kind scores of the zoomed-out windows (:mod:`~xrayscreen.inference.zoom`)
-    of grid windows ``idx``, zero elsewhere; ``None`` when the bundle has no zoomed view.
-    ``score(windows)`` returns the model's raw own-kind score per window."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """What :func:`zoom.evidence` needs besides the raw scores, as the engine makes it:
+    the raw own-kind scores of the zoomed-out windows (:mod:`~xrayscreen.inference.zoom`)
+    of grid windows ``idx`` (zero elsewhere; ``None`` without a zoomed view), and the
+    windows' and zoomed windows' mean opacity (:mod:`~xrayscreen.inference.density`;
+    ``None`` when the score adds no density). ``padded`` is the protocol model input
+    padded with air; ``score(windows)`` returns the model's raw own-kind score per window.
+    """
+    rep = bundle.input.representation
+    with_density = density.enabled(bundle.score)
+    dens = density.window_means(padded, scan.grid, rep).cpu() if with_density else None
     if not zoom.enabled(bundle.score) or not len(idx):
-        return None
-    view = zoom.ZoomedView(
-        scan.scan, scan.grid, zoom.factor_of(bundle.score), bundle.input.representation, air
-    )
+        return None, dens, None
+    view = zoom.ZoomedView(scan.scan, scan.grid, zoom.factor_of(bundle.score), rep, air)
     out = torch.zeros(len(scan.grid))
     out[idx] = score(view.windows(idx)).float().cpu()
-    return out
+    dens_zoom = None
+    if with_density:
+        dens_zoom = torch.zeros(len(scan.grid))
+        dens_zoom[idx] = view.densities(idx).cpu()
+    return out, dens, dens_zoom
 
 
 def _gather(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:

@@ -79,12 +79,14 @@ def _score_steps(params: dict[str, Any]) -> str:
     """What happens to a window's raw score before calibration, in one line."""
     # Imported here: the score settings' readers pull in torch, which the window does
     # not need before a model is loaded.
-    from xrayscreen.inference import context, zoom
+    from xrayscreen.inference import context, density, zoom
 
     spec = SimpleNamespace(params=params)
     steps = []
     if params.get("scan_norm", "none") != "none":
         steps.append(f"normalised within the scan ({params['scan_norm']})")
+    if density.enabled(spec):
+        steps.append(f"plus {density.weight_of(spec):g} x window density (within the scan)")
     if zoom.enabled(spec):
         how = (
             "the larger of the two"

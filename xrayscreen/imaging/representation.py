@@ -120,6 +120,16 @@ def model_input(scan: Scan, representation: str, scale: WorkingScale | None = No
     return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float32)
 
 
+def attenuation_ceiling(representation: str) -> float | None:
+    """The ``-log`` transmission a representation maps to +1 (``None`` for ``"rgb"``,
+    whose values are the display grey level itself): the inverse of :func:`model_input`
+    is ``T = exp(-(x + 1) / 2 * ceiling)``."""
+    channels_of(representation)
+    if representation == "rgb":
+        return None
+    return _MU_MAX_RAW if representation == "log_attenuation" else _MU_MAX_RGB
+
+
 def grey_at_scale(scan: Scan, scale: WorkingScale | None = None) -> np.ndarray:
     """Protocol grey (mean RGB / 255) at the working scale, ``(H', W')`` float32."""
     factor = scale.factor(scan.shape, scan.pixel_mm) if scale else 1.0

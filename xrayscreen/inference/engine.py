@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import onednn, score_kinds, zoom
+from xrayscreen.inference import density, onednn, score_kinds, zoom
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.seq_rewrite import rewrite_sequentials
 from xrayscreen.inference.windows import (
@@ -348,6 +348,7 @@ class ScoringEngine:
         if zoom.enabled(bundle.score):  # refuse a malformed zoomed view before any scan
             zoom.weight_of(bundle.score)
             zoom.mix_of(bundle.score)
+        self._density = density.enabled(bundle.score)  # a bad weight is refused here too
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -620,6 +621,16 @@ class ScoringEngine:
             raw_zoom = raw.clone()
             total *= 2  # progress counts model passes: each window twice
             timings["zoom_input_s"] = time.perf_counter() - t
+        # Window densities (bundle setting, :mod:`.density`): no model pass, box means of
+        # the input each view is cut from.
+        dens = dens_zoom = None
+        if self._density:
+            dens = torch.zeros(len(grid), dtype=torch.float32, device=dev)
+            if zview is not None:
+                dens_zoom = torch.zeros_like(dens)
+                fg = torch.nonzero(~background).squeeze(1)
+                dens_zoom[fg] = zview.densities(fg)
+        extras = (raw_zoom, dens, dens_zoom)
         ph, pw = grid.padded_shape
         res_sum = torch.zeros(ph * pw, dtype=torch.float32, device=dev) if residual else None
         offs = (torch.arange(win, device=dev)[:, None] * pw + torch.arange(win, device=dev)).ravel()
@@ -641,6 +652,8 @@ class ScoringEngine:
             )
             x = torch.from_numpy(model_input(strip_scan, spec.representation, None)).to(dev)
             xp = _pad_with(x, sg, air)  # (C, Hs, Wp)
+            if dens is not None:
+                dens[r0 * cols : r1 * cols] = density.window_means(xp, sg, spec.representation)
             # (rs, cols, win_y, win_x, C) view: a gather of it is one channels-last copy.
             view = xp.permute(1, 2, 0).unfold(0, win, s).unfold(1, win, s).permute(0, 1, 3, 4, 2)
             local = torch.nonzero(~background[r0 * cols : r1 * cols]).squeeze(1)
@@ -676,7 +689,7 @@ class ScoringEngine:
                     done,
                     total,
                     (scan, work, grid, factor, raw, background, reduce, scored),
-                    raw_zoom,
+                    extras,
                     progress_every,
                     last_partial,
                 )
@@ -687,11 +700,15 @@ class ScoringEngine:
         timings["forward_s"] = self.forward_s - fwd0
         t = time.perf_counter()
         result = self._result(
-            scan, work, grid, factor, raw, background, res_sum, reduce, scored, raw_zoom
+            scan, work, grid, factor, raw, background, res_sum, reduce, scored, extras
         )
         result.raw_scores = raw.cpu().numpy().copy()
         if raw_zoom is not None:
             result.raw_zoom_scores = raw_zoom.cpu().numpy().copy()
+        if dens is not None:
+            result.raw_density = dens.cpu().numpy().copy()
+        if dens_zoom is not None:
+            result.raw_density_zoom = dens_zoom.cpu().numpy().copy()
         timings["fold_s"] = time.perf_counter() - t
         # total_s includes time the consumer held the generator between yields.
         timings["total_s"] = time.perf_counter() - t_start
@@ -714,13 +731,15 @@ class ScoringEngine:
         res_sum: torch.Tensor | None,
         reduce: str,
         scored: torch.Tensor | None = None,
-        raw_zoom: torch.Tensor | None = None,
+        extras: tuple[torch.Tensor | None, ...] = (None, None, None),
     ) -> ScanResult:
-        # Scan normalisation (bundle setting) over the windows scored so far, the mix
-        # with the zoomed-out view, then the spatial context: the calibration was
-        # fitted on scores made the same way (zoom.evidence).
+        # Scan normalisation (bundle setting) over the windows scored so far, the window
+        # densities and the mix with the zoomed-out view, then the spatial context: the
+        # calibration was fitted on scores made the same way (zoom.evidence).
+        # extras = (zoomed raw scores, densities, zoomed densities), each or None.
         valid = ~background if scored is None else (scored & ~background)
-        score = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, valid)
+        raw_zoom, dens, dens_zoom = extras
+        score = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, valid, dens, dens_zoom)
         calibrated = self.calibrate(score)
         calibrated[background] = self._bg_cal
         if grid.window % grid.stride == 0:
@@ -759,7 +778,7 @@ class ScoringEngine:
         done: int,
         total: int,
         state: tuple,
-        raw_zoom: torch.Tensor | None,
+        extras: tuple[torch.Tensor | None, ...],
         progress_every: float | None,
         last_partial: list[float],
     ) -> ScoreProgress:
@@ -771,7 +790,7 @@ class ScoringEngine:
             last_partial[0] = now
             scan, work, grid, factor, raw, background, reduce, scored = state
             partial = self._result(
-                scan, work, grid, factor, raw, background, None, reduce, scored, raw_zoom
+                scan, work, grid, factor, raw, background, None, reduce, scored, extras
             )
             partial.complete = False
         return ScoreProgress(done, total, partial)

@@ -65,6 +65,9 @@ class ScanResult:
             (before per-scan normalisation and context); ``None`` in partial results.
         raw_zoom_scores: The same for the zoomed-out view (:mod:`.zoom`), or ``None``
             when the bundle has none.
+        raw_density: ``(N,)`` float32 window mean opacity (:mod:`.density`) when the
+            bundle's score adds window density, else ``None``.
+        raw_density_zoom: The same for the zoomed-out windows.
     """
 
     window_origins: np.ndarray
@@ -84,6 +87,8 @@ class ScanResult:
     complete: bool = True
     raw_scores: np.ndarray | None = None
     raw_zoom_scores: np.ndarray | None = None
+    raw_density: np.ndarray | None = None
+    raw_density_zoom: np.ndarray | None = None
 
     @property
     def n_scored(self) -> int:

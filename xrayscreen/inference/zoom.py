@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import model_input, resize
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.inference import context, scan_norm
+from xrayscreen.inference import context, density, scan_norm
 from xrayscreen.inference.windows import WindowGrid
 
 DEFAULT_WEIGHT = 0.5
@@ -112,12 +113,14 @@ def evidence(
     raw_zoom: torch.Tensor | None,
     grid: WindowGrid,
     valid: torch.Tensor | None,
+    dens: torch.Tensor | None = None,
+    dens_zoom: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One scan's window evidence from raw scores: per-scan normalisation of each view,
-    their combination (:func:`mix_of`) when there is a zoomed view, then the spatial
-    context. The engine, the
-    evaluation and the calibration all go through here, so a threshold means the same
-    everywhere.
+    plus its weighted density z-score when the spec asks for it (:mod:`.density`),
+    the views' combination (:func:`mix_of`) when there is a zoomed view, then the
+    spatial context. The engine, the evaluation and the calibration all go through
+    here, so a threshold means the same everywhere.
 
     Args:
         spec: The bundle's ``ScoreSpec``.
@@ -125,10 +128,24 @@ def evidence(
         raw_zoom: ``(N,)`` raw scores of the zoomed-out windows, or ``None``.
         grid: The scan's window grid.
         valid: ``(N,)`` bool, scored non-background windows (``None`` = all).
+        dens: ``(N,)`` window mean opacity (:func:`density.window_means`); needed when
+            the spec has a density weight.
+        dens_zoom: ``(N,)`` the zoomed-out windows' mean opacity
+            (:meth:`ZoomedView.densities`); needed with a zoomed view and a density weight.
+
+    Raises:
+        ConfigError: when the spec's density weight needs densities that are missing.
     """
+    w_dens = density.weight_of(spec)
     s = scan_norm.normalise(spec, raw, valid)
+    if w_dens:
+        if dens is None or (raw_zoom is not None and dens_zoom is None):
+            raise ConfigError("this model's score adds window density: densities are missing")
+        s = s + w_dens * density.normalise(dens.to(s.device), valid)
     if raw_zoom is not None:
         sz = scan_norm.normalise(zoom_spec(spec), raw_zoom.to(s.device), valid)
+        if w_dens:
+            sz = sz + w_dens * density.normalise(dens_zoom.to(s.device), valid)
         if mix_of(spec) == "max":
             s = torch.maximum(s, sz)
         else:
@@ -180,9 +197,11 @@ class ZoomedView:
         self.ry = hc / max(grid.height, 1)
         self.rx = wc / max(grid.width, 1)
         self._ar = torch.arange(win, device=device)
+        self._integral: torch.Tensor | None = None
+        self.representation = representation
 
-    def windows(self, idx: torch.Tensor) -> torch.Tensor:
-        """``(n, C, win, win)`` zoomed-out windows of grid windows ``idx`` (row-major)."""
+    def _origins(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-left corners in :attr:`padded` of the zoomed windows of grid windows ``idx``."""
         g = self.grid
         idx = idx.to(self.padded.device)
         half = g.window / 2.0
@@ -190,6 +209,23 @@ class ZoomedView:
         q = idx % g.cols
         ys = torch.round((r * g.stride + half) * self.ry).long() - g.window // 2 + self.pad
         xs = torch.round((q * g.stride + half) * self.rx).long() - g.window // 2 + self.pad
+        return ys, xs
+
+    def windows(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(n, C, win, win)`` zoomed-out windows of grid windows ``idx`` (row-major)."""
+        ys, xs = self._origins(idx)
         yy = (ys[:, None] + self._ar)[:, :, None]
         xx = (xs[:, None] + self._ar)[:, None, :]
         return self.padded[:, yy, xx].permute(1, 0, 2, 3)
+
+    def densities(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` mean opacity (:func:`density.opacity`) of the zoomed-out windows of
+        grid windows ``idx``: box sums of one integral image of the view, no gather."""
+        if self._integral is None:
+            op = density.opacity(self.padded, self.representation).double()
+            self._integral = F.pad(op.cumsum(0).cumsum(1), (1, 0, 1, 0))
+        ys, xs = self._origins(idx)
+        w = self.grid.window
+        ii = self._integral
+        total = ii[ys + w, xs + w] - ii[ys, xs + w] - ii[ys + w, xs] + ii[ys, xs]
+        return (total / float(w * w)).float()
