@@ -1,9 +1,11 @@
-"""What the zoomed-out view costs end to end in the scoring engine (issue 7).
+"""What the zoomed-out view and the window density cost end to end in the scoring
+engine (issue 7).
 
-The same bundle (default: the bundled default model) scores the same scans with its
-score as shipped and with the zoomed-out view switched off / on (``zoom`` 1 / 2),
-rounds interleaved, medians of seconds per scan (file already read; resample, belt,
-model, normalisation, context, heat map). Scans: the first ``--scans`` SIXray benign
+The same bundle (default: the bundled default model) scores the same scans three ways:
+``plain`` (no zoomed-out view, no density), ``zoom`` (the view, ``zoom`` 2) and
+``zoom_density`` (the view plus the window-density term, ``density_weight`` 0.5 unless
+the bundle has its own), rounds interleaved, medians of seconds per scan (file already
+read; resample, belt, model, normalisation, context, heat map). Scans: the first ``--scans`` SIXray benign
 bags when ``--sixray`` exists (resized to the bundle's working scale by the engine),
 else simulated bags. Prints one JSON object; compare the ratio, not the seconds (the
 CPU is shared).
@@ -54,12 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     base = load_bundle(a.bundle)
     scans, source = _scans(Path(a.sixray), a.scans)
     engines = {}
-    for name, z in (("off", 1.0), ("on", a.zoom)):
+    w_dens = float(base.score.params.get("density_weight", 0.0)) or 0.5
+    keep = {
+        k: v
+        for k, v in base.score.params.items()
+        if not k.startswith("zoom") and k != "density_weight"
+    }
+    zoomed = {"zoom": a.zoom, "zoom_mix": base.score.params.get("zoom_mix", "max")}
+    variants = {
+        "plain": keep,
+        "zoom": {**keep, **zoomed},
+        "zoom_density": {**keep, **zoomed, "density_weight": w_dens},
+    }
+    for name, params in variants.items():
         b = copy.copy(base)
         b.score = copy.deepcopy(base.score)
-        params = {k: v for k, v in b.score.params.items() if not k.startswith("zoom")}
-        if z > 1:
-            params.update(zoom=z, zoom_mix=base.score.params.get("zoom_mix", "max"))
         b.score.params = params
         engines[name] = ScoringEngine(b, "cpu")
         engines[name].warmup()
@@ -76,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "benchmark": "zoomed_view_cost",
+                "benchmark": "zoomed_view_and_density_cost",
                 "bundle": a.bundle,
                 "scans": len(scans),
                 "source": source,
                 "stride": a.stride,
                 "zoom": a.zoom,
                 "seconds_per_scan": {k: round(v, 3) for k, v in med.items()},
-                "ratio_on_off": round(med["on"] / med["off"], 2),
+                "density_weight": w_dens,
+                "ratio_zoom_plain": round(med["zoom"] / med["plain"], 2),
+                "ratio_density_zoom": round(med["zoom_density"] / med["zoom"], 3),
                 "forwards_per_scan": {k: v // (a.rounds * len(scans)) for k, v in forwards.items()},
                 "machine": f"{platform.machine()}, {a.threads} thread(s)",
                 "torch": torch.__version__,
