@@ -122,6 +122,12 @@ def test_dialog_builds_pool_from_decision_log_and_folders(qtbot, tmp_path, bags)
     assert len(dlg.pool) == 6 and dlg.start_button.isEnabled()
     cfg = dlg.train_config()
     assert cfg["window"] == 32 and cfg["ngf"] == cfg["ndf"] == 8 and cfg["epochs"] == 2
+    # The window-density weight starts at the X-ray default and is a site's choice.
+    assert cfg["density_weight"] == 0.5 and dlg.density_weight.value() == 0.5
+    dlg.density_weight.setValue(0.0)
+    assert dlg.density_weight.text() == "off" and dlg.train_config()["density_weight"] == 0.0
+    dlg.set_config(density_weight=1.25)
+    assert dlg.train_config()["density_weight"] == 1.25
 
 
 def test_training_subprocess_registers_then_activate_and_roll_back(

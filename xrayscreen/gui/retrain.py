@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QDateEdit,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -388,6 +389,17 @@ class RetrainDialog(QDialog):
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("default")
+        # A site policy with a measured trade (docs/BENCHMARKS.md, issue 7): on real SIXray
+        # bags it raised threat-bag detection; on thin, low-density blades it costs.
+        self.density_weight = QDoubleSpinBox()
+        self.density_weight.setRange(0.0, 10.0)
+        self.density_weight.setSingleStep(0.25)
+        self.density_weight.setDecimals(2)
+        self.density_weight.setSpecialValueText("off")
+        self.density_weight.setToolTip(
+            "Adds this many times the window's density (within the bag) to the model's "
+            "evidence. Helps on dense metal threats; hides thin, low-density ones. 0 = off."
+        )
         form.addRow("Epochs", self.epochs)
         form.addRow("Window (px)", self.window_size)
         form.addRow("Training stride (px)", self.stride)
@@ -395,6 +407,7 @@ class RetrainDialog(QDialog):
         form.addRow("Batch size", self.batch)
         form.addRow("Device", self.device)
         form.addRow("CPU threads", self.threads)
+        form.addRow("Window density weight", self.density_weight)
         self.advanced.setVisible(False)
         lay.addWidget(self.advanced)
         est = QHBoxLayout()
@@ -473,6 +486,7 @@ class RetrainDialog(QDialog):
         self.batch.setValue(cfg.batch_size)
         self.device.setCurrentIndex(max(0, self.device.findData(cfg.device)))
         self.threads.setValue(cfg.threads)
+        self.density_weight.setValue(cfg.density_weight)
         self.base_config: dict[str, Any] = cfg.to_dict()
         self._fill_operators()
 
@@ -505,6 +519,7 @@ class RetrainDialog(QDialog):
             batch_size=int(self.batch.value()),
             device=str(self.device.currentData()),
             threads=int(self.threads.value()),
+            density_weight=float(self.density_weight.value()),
         )
         return TrainConfig.from_dict(cfg).to_dict()
 
@@ -525,6 +540,8 @@ class RetrainDialog(QDialog):
                 self.ngf.setCurrentIndex(self.ngf.findData(int(v)))
             elif k == "device":
                 self.device.setCurrentIndex(max(0, self.device.findData(str(v))))
+            elif k == "density_weight":
+                self.density_weight.setValue(float(v))
             else:
                 self.base_config[k] = v
 
