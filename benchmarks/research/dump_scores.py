@@ -19,10 +19,12 @@ Prints one JSON line (counts, seconds).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -56,6 +58,22 @@ def _zoomed_windows(scan, sc, g, idx: torch.Tensor, zoom: float) -> torch.Tensor
 
     view = ZoomedView(scan.scan, g, zoom, sc.bundle.input.representation, sc._air)
     return view.windows(idx).contiguous()
+
+
+def _rerender(rgb: np.ndarray, gamma: float, hue: float) -> np.ndarray:
+    """``rgb`` (H, W, 3 uint8) with transmission raised to ``gamma`` and hue rotated by
+    ``hue`` degrees (OpenCV HSV, saturation and value kept)."""
+    out = rgb
+    if gamma != 1.0:
+        out = np.clip(255.0 * (out.astype(np.float32) / 255.0) ** gamma + 0.5, 0, 255)
+        out = out.astype(np.uint8)
+    if hue:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(hue / 2.0))) % 180).astype(
+            np.uint8
+        )
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.ascontiguousarray(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="accept bundles whose working scale is not the protocol's (with --zoom)",
     )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=1.0,
+        help="render every scan as another scanner might: transmission T -> T ** gamma "
+        "(> 1 denser-looking, < 1 thinner; labels unchanged; rendering-robustness research)",
+    )
+    p.add_argument(
+        "--hue",
+        type=float,
+        default=0.0,
+        help="rotate every scan's false-colour hue by this many degrees (another palette)",
+    )
     a = p.parse_args(argv)
     dims = {"none": None, "h": (-1,), "v": (-2,)}[a.flip]
     torch.set_num_threads(a.threads)
@@ -122,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     ds = prepare_dataset(
         list_scans(a.normal), list_scans(a.threat), source, settings, progress=False
     )
+    if a.gamma != 1.0 or a.hue:
+        for sc in ds.scans:
+            sc.scan = dataclasses.replace(sc.scan, rgb=_rerender(sc.scan.rgb, a.gamma, a.hue))
+            sc.release()
     loaded = [load_bundle(b) for b in a.bundles]
     if a.kind:
         from xrayscreen.model.bundle import ScoreSpec
