@@ -12,7 +12,7 @@ windows do not keep: it is calibrated on whole held-out scans scored by the engi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
 from xrayscreen.model.score import discriminator_feature_residual, latent_score
 
-from .data import WindowSet, decode
+from .data import WindowSet, decode, render_gamma
 
 
 def _engine_scorer(bundle: ModelBundle, device: torch.device):
@@ -86,24 +86,40 @@ def fit_feature_bank(
     max_size: int,
     seed: int = 0,
     batch: int = 256,
+    gammas: Sequence[float] = (),
 ) -> FeatureBank:
     """Embed (a seeded random subset of) NORMAL training windows with the trained G_E
     for the ``feature_knn`` score: the memory the score compares every window with.
+
+    With ``gammas``, the subset is drawn from the windows and their copies rendered at
+    each gamma (:func:`~xrayscreen.training.data.render_gamma`; item ``i`` of the
+    ``n * (1 + len(gammas))`` candidates is window ``i % n``, copy ``i // n``), made only
+    for the drawn rows: the memory holds normal content as a denser- or thinner-rendering
+    scanner would show it, at the same size cap.
 
     Raises:
         ConfigError: with fewer windows than ``k``.
     """
     n = len(windows)
-    idx = np.arange(n)
-    if n > max_size:
-        idx = np.sort(np.random.default_rng(seed).choice(n, max_size, replace=False))
+    total = n * (1 + len(gammas))
+    idx = np.arange(total)
+    if total > max_size:
+        idx = np.sort(np.random.default_rng(seed).choice(total, max_size, replace=False))
+    rep = bundle.input.representation
     gen = bundle.generator
     was = gen.training
     gen.eval()
     emb: list[torch.Tensor] = []
     try:
         for i in range(0, len(idx), batch):
-            x = decode(windows.data[torch.from_numpy(idx[i : i + batch])]).to(device)
+            sel = torch.from_numpy(idx[i : i + batch])
+            x = decode(windows.data[sel % n])
+            copy = sel // n
+            for c in torch.unique(copy).tolist():
+                if c:
+                    m = copy == c
+                    x[m] = render_gamma(x[m], rep, float(gammas[c - 1]))
+            x = x.to(device)
             fmap = encoder_map(encoder_body(gen), x, level)
             emb.append(pool(fmap).cpu())
     finally:

@@ -133,6 +133,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, (_field, typ, help_text) in _FLAGS.items():
         parser.add_argument("--" + flag.replace("_", "-"), type=typ, default=None, help=help_text)
+    parser.add_argument(
+        "--bank-gammas",
+        nargs="*",
+        type=float,
+        default=None,
+        metavar="G",
+        help="feature_knn: the memory also draws from training windows rendered with "
+        "transmission T**G (another scanner; X-ray default 0.8 1.25; no values = none)",
+    )
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
@@ -164,6 +173,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag, None)
         if value is not None:
             base[name] = value
+    if getattr(args, "bank_gammas", None) is not None:
+        base["bank_gammas"] = list(args.bank_gammas)
     if args.window is not None and args.stride is None and not args.config:
         base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:

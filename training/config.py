@@ -54,6 +54,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "zoom": 2.0,
     "zoom_mix": "max",
     "density_weight": 0.5,
+    "bank_gammas": [0.8, 1.25],
     "target_bag_far": 0.10,
     "bag_rule": "gumbel",
 }
@@ -120,6 +121,11 @@ class TrainConfig:
         bank_level, bank_k, bank_size: For ``score_kind="feature_knn"``: the G_E
             activation level embedded, the neighbours averaged, and the most training
             windows kept in the bundle's memory (``xrayscreen.model.feature_bank``).
+        bank_gammas: Rendering gammas G of extra copies of the training windows the
+            memory may draw from (transmission ``T -> T ** G``: another scanner's denser or
+            thinner rendering; :func:`xrayscreen.training.data.render_gamma`); the memory
+            keeps at most ``bank_size`` rows of originals and copies together. Empty = the
+            training windows only.
         keep: "final" (the last epoch, the paper's protocol; default) or "best_val"
             (the epoch with the lowest validation L_con + L_enc on normal scans).
         patience: Early stop after this many epochs without validation improvement
@@ -177,6 +183,7 @@ class TrainConfig:
     bank_level: int = 2
     bank_k: int = 5
     bank_size: int = 20000
+    bank_gammas: list[float] = field(default_factory=list)
     keep: str = "final"
     patience: int = 0
     max_windows_per_scan: int = 0
@@ -187,6 +194,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.bank_gammas = [float(g) for g in self.bank_gammas]
         if self.stride is None:
             self.stride = max(1, int(self.window) // 2)
         self.validate()
@@ -228,6 +236,10 @@ class TrainConfig:
             raise ConfigError(
                 "density_weight adds a per-scan z-score: it needs scan_norm='robust_z' "
                 "(or density_weight 0)"
+            )
+        if any(not 0.25 <= g <= 4.0 or g == 1.0 for g in self.bank_gammas):
+            raise ConfigError(
+                f"bank_gammas must be in [0.25, 4] and not 1 (the originals), got {self.bank_gammas}"
             )
         if not float(self.dfeat_weight) >= 0.0:
             raise ConfigError(f"dfeat_weight must be >= 0, got {self.dfeat_weight}")

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xrayscreen.errors import ConfigError, ScanError
-from xrayscreen.imaging.representation import grey_at_scale, model_input
+from xrayscreen.imaging.representation import attenuation_ceiling, grey_at_scale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference.windows import WindowGrid, belt_mask, extract_windows, pad_to_grid
 
@@ -382,6 +382,19 @@ def split_by_scan(ws: WindowSet, val_fraction: float, seed: int, min_val_scans: 
 
 
 # ----------------------------------------------------------------- augmentation + loader
+def render_gamma(x: torch.Tensor, representation: str, gamma: float) -> torch.Tensor:
+    """Model-input windows as another scanner might render them: transmission
+    ``T -> T ** gamma`` (> 1 denser-looking, < 1 thinner).
+
+    For the ``-log`` inputs that scales the attenuation (clipped at the representation's
+    ceiling); for ``"rgb"`` (the display grey level is the transmission) it is a power.
+    """
+    x = x.float()
+    if attenuation_ceiling(representation) is None:
+        return x.add(1.0).mul_(0.5).pow_(gamma).mul_(2.0).sub_(1.0)
+    return x.add(1.0).mul_(gamma).sub_(1.0).clamp_(-1.0, 1.0)
+
+
 N_AUGMENT = 8  # 4 rotations x optional horizontal flip: the dihedral group of the square
 
 

@@ -430,6 +430,7 @@ def fit_score(
             k=cfg.bank_k,
             max_size=cfg.bank_size,
             seed=cfg.seed,
+            gammas=cfg.bank_gammas,
         )
         bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
     if cfg.score_kind in MEMORY_PLUS:

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoom-mix", default=None, help="default: the bundle's")
     p.add_argument("--density-weight", type=float, default=None, help="default: the bundle's")
     p.add_argument(
+        "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
+    )
+    p.add_argument(
         "--bank-stride",
         type=int,
         default=None,
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         zoom_weight=cfg.zoom_weight if a.zoom_weight is None else a.zoom_weight,
         zoom_mix=cfg.zoom_mix if a.zoom_mix is None else a.zoom_mix,
         density_weight=cfg.density_weight if a.density_weight is None else a.density_weight,
+        bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
     )
     if a.bank_size is not None:
         cfg = cfg.replace(bank_size=a.bank_size)

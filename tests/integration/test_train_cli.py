@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from xrayscreen.cli import main
+from xrayscreen.errors import ConfigError
 from xrayscreen.model.bundle import META, WEIGHTS, load_bundle
 from xrayscreen.model.calibration import MIN_FIT_BAGS
 
@@ -81,6 +82,7 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.score.params["zoom"] == 2.0 and b.score.params["zoom_mix"] == "max"
     assert b.score.params["ref_scale_zoom"] > 0 and "zoom_weight" not in b.score.params
     assert b.score.params["density_weight"] == 0.5
+    assert b.training["config"]["bank_gammas"] == [0.8, 1.25]  # the memory's rendered copies
     assert (
         b.score.params["sign"] == 1.0
         and b.score.params["knn_scale"] > 0
@@ -312,3 +314,21 @@ def test_cli_context_must_not_be_negative(tmp_path, capsys):
         main(["train", str(bags), "--out", str(tmp_path / "m"), *TINY, "--context-px", "-8"]) == 2
     )
     assert "context_px" in capsys.readouterr().err
+
+
+def test_cli_bank_gammas_flag():
+    import argparse
+
+    from xrayscreen.training.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def cfg(*extra):
+        return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
+
+    assert cfg().bank_gammas == [0.8, 1.25]
+    assert cfg("--bank-gammas").bank_gammas == []  # no values: the training windows only
+    assert cfg("--bank-gammas", "0.9", "1.1").bank_gammas == [0.9, 1.1]
+    with pytest.raises(ConfigError, match="bank_gammas"):
+        cfg("--bank-gammas", "1")
