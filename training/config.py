@@ -28,7 +28,8 @@ KEEP_CHOICES = ("final", "best_val")
 # to the mean of 50 D losses; read by ``xrayscreen.training.research.ResearchTrainer``),
 # the ``-log`` RGB input, and as the score the attenuation GANomaly's reconstruction does
 # not explain (``residual_excess``) plus the k-NN distance of G_E's level-2 features to a
-# memory of normal training windows (``feature_knn_excess``), normalised per scan
+# memory of normal training windows and of denser- and thinner-rendered copies of them
+# (``bank_gammas``: another scanner's rendering) (``feature_knn_excess``), normalised per scan
 # (``robust_z``), taken as the larger of the window's and its 2x zoomed-out view's
 # (``zoom``; the view sees the object and its surroundings), each view plus half its
 # window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
