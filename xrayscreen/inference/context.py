@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from xrayscreen.errors import ConfigError
+from xrayscreen.inference import params
 from xrayscreen.inference.windows import WindowGrid
 
 
@@ -38,13 +39,9 @@ def radius_of(spec: Any) -> float:
     Raises:
         ConfigError: for a negative or non-numeric radius.
     """
-    raw = (getattr(spec, "params", None) or {}).get("context_px", 0)
-    try:
-        r = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"context_px must be a number of pixels, got {raw!r}") from None
+    r = params.number(spec, "context_px", 0, "a number of pixels")
     if not r >= 0:  # also rejects NaN
-        raise ConfigError(f"context_px must be >= 0, got {raw!r}")
+        raise ConfigError(f"context_px must be >= 0, got {params.of(spec)['context_px']!r}")
     return r
 
 
@@ -99,13 +96,11 @@ def self_weight_of(spec: Any) -> float:
     Raises:
         ConfigError: outside [0, 1).
     """
-    raw = (getattr(spec, "params", None) or {}).get("context_self", 0.0)
-    try:
-        w = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"context_self must be a number in [0, 1), got {raw!r}") from None
+    w = params.number(spec, "context_self", 0.0, "a number in [0, 1)")
     if not 0.0 <= w < 1.0:
-        raise ConfigError(f"context_self must be in [0, 1), got {raw!r}")
+        raise ConfigError(
+            f"context_self must be in [0, 1), got {params.of(spec)['context_self']!r}"
+        )
     return w
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import attenuation_ceiling
-from xrayscreen.inference import scan_norm
+from xrayscreen.inference import params, scan_norm
 from xrayscreen.inference.windows import WindowGrid
 
 KEY = "density_weight"
@@ -43,7 +43,6 @@ MAX_WEIGHT = 10.0
 #: was 0.08-0.33, median 0.17): a nearly uniform scan must not turn a slightly denser
 #: window into an alarm.
 SCALE_FLOOR = 0.02
-_IQR_TO_SIGMA = 1.349
 
 
 def weight_of(spec: Any) -> float:
@@ -52,13 +51,9 @@ def weight_of(spec: Any) -> float:
     Raises:
         ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
     """
-    raw = (getattr(spec, "params", None) or {}).get(KEY, 0.0)
-    try:
-        w = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{KEY} must be a number, got {raw!r}") from None
+    w = params.number(spec, KEY, 0.0)
     if not 0.0 <= w <= MAX_WEIGHT:  # also rejects NaN
-        raise ConfigError(f"{KEY} must be in [0, {MAX_WEIGHT:g}], got {raw!r}")
+        raise ConfigError(f"{KEY} must be in [0, {MAX_WEIGHT:g}], got {params.of(spec)[KEY]!r}")
     return w
 
 
@@ -113,11 +108,8 @@ def normalise(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     vals = values if valid is None else values[valid]
     if vals.numel() < scan_norm.MIN_WINDOWS:
         return torch.zeros_like(values, dtype=torch.float32)
-    q = torch.quantile(
-        vals.detach().double().cpu(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-    )
-    q1, med, q3 = (float(v) for v in q)
-    scale = max((q3 - q1) / _IQR_TO_SIGMA, SCALE_FLOOR)
+    med, scale = scan_norm.robust_stats(vals.detach().float().cpu())
+    scale = max(scale, SCALE_FLOOR)
     if not math.isfinite(scale):
         raise ConfigError("window densities are not finite")
     return ((values.float() - med) / scale).float()

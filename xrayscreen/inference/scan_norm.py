@@ -45,7 +45,8 @@ def method_of(spec: Any) -> str:
     return m
 
 
-def _stats(values: torch.Tensor) -> tuple[float, float]:
+def robust_stats(values: torch.Tensor) -> tuple[float, float]:
+    """Median and robust scale (IQR / 1.349: the SD for normal data) of ``values``."""
     q = torch.quantile(values.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     q1, med, q3 = (float(v) for v in q)
     return med, (q3 - q1) / _IQR_TO_SIGMA
@@ -70,7 +71,7 @@ def normalise(spec: Any, raw: torch.Tensor, valid: torch.Tensor | None = None) -
     vals = raw if valid is None else raw[valid]
     params = getattr(spec, "params", {}) or {}
     if vals.numel() >= MIN_WINDOWS:
-        med, scale = _stats(vals.detach().float().cpu())
+        med, scale = robust_stats(vals.detach().float().cpu())
     else:
         med = float(params.get("ref_median", 0.0))
         scale = float(params.get("ref_scale", 1.0))
@@ -93,13 +94,13 @@ def reference(per_scan: Sequence[np.ndarray]) -> dict[str, float]:
     meds, scales = [], []
     for s in per_scan:
         if len(s) >= MIN_WINDOWS:
-            med, scale = _stats(torch.as_tensor(np.asarray(s, dtype=np.float64)))
+            med, scale = robust_stats(torch.as_tensor(np.asarray(s, dtype=np.float64)))
             meds.append(med)
             scales.append(scale)
     if not meds:
         pooled = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in per_scan] or [[]])
         if pooled.size < 2:
             raise ConfigError("scan normalisation needs at least 2 held-out normal windows")
-        med, scale = _stats(torch.as_tensor(pooled))
+        med, scale = robust_stats(torch.as_tensor(pooled))
         meds, scales = [med], [scale]
     return {"ref_median": float(np.median(meds)), "ref_scale": float(np.median(scales))}

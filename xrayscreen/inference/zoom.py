@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import model_input, resize
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.inference import context, density, scan_norm
+from xrayscreen.inference import context, density, params, scan_norm
 from xrayscreen.inference.windows import WindowGrid
 
 DEFAULT_WEIGHT = 0.5
@@ -49,13 +49,9 @@ def factor_of(spec: Any) -> float:
     Raises:
         ConfigError: for a non-numeric factor or one outside [1, :data:`MAX_ZOOM`].
     """
-    raw = (getattr(spec, "params", None) or {}).get("zoom", 1.0)
-    try:
-        z = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"zoom must be a number, got {raw!r}") from None
+    z = params.number(spec, "zoom", 1.0)
     if not 1.0 <= z <= MAX_ZOOM:  # also rejects NaN
-        raise ConfigError(f"zoom must be in [1, {MAX_ZOOM:g}], got {raw!r}")
+        raise ConfigError(f"zoom must be in [1, {MAX_ZOOM:g}], got {params.of(spec)['zoom']!r}")
     return z
 
 
@@ -70,13 +66,9 @@ def weight_of(spec: Any) -> float:
     Raises:
         ConfigError: for a weight outside (0, 1].
     """
-    raw = (getattr(spec, "params", None) or {}).get("zoom_weight", DEFAULT_WEIGHT)
-    try:
-        w = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"zoom_weight must be a number, got {raw!r}") from None
+    w = params.number(spec, "zoom_weight", DEFAULT_WEIGHT)
     if not 0.0 < w <= 1.0:
-        raise ConfigError(f"zoom_weight must be in (0, 1], got {raw!r}")
+        raise ConfigError(f"zoom_weight must be in (0, 1], got {params.of(spec)['zoom_weight']!r}")
     return w
 
 
@@ -87,7 +79,7 @@ def mix_of(spec: Any) -> str:
     Raises:
         ConfigError: for another name.
     """
-    m = str((getattr(spec, "params", None) or {}).get("zoom_mix", DEFAULT_MIX))
+    m = str(params.of(spec).get("zoom_mix", DEFAULT_MIX))
     if m not in MIXES:
         raise ConfigError(f"zoom_mix must be one of {MIXES}, got {m!r}")
     return m
@@ -96,14 +88,14 @@ def mix_of(spec: Any) -> str:
 def zoom_spec(spec: Any) -> Any:
     """A copy of ``spec`` whose scan-normalisation fallback statistics are the zoomed
     view's (``ref_median_zoom`` / ``ref_scale_zoom``), for :func:`scan_norm.normalise`."""
-    params = dict(getattr(spec, "params", None) or {})
+    own = dict(params.of(spec))
     for key in ("ref_median", "ref_scale"):
-        if f"{key}_zoom" in params:
-            params[key] = params[f"{key}_zoom"]
+        if f"{key}_zoom" in own:
+            own[key] = own[f"{key}_zoom"]
         else:
-            params.pop(key, None)
+            own.pop(key, None)
     out = copy.copy(spec)
-    out.params = params
+    out.params = own
     return out
 
 
