@@ -25,7 +25,7 @@ from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
 from xrayscreen.model.score import discriminator_feature_residual, latent_score
 
-from .data import WindowSet, decode, render_gamma
+from .data import WindowSet, decode, render_gamma, render_jitter
 
 
 def _engine_scorer(bundle: ModelBundle, device: torch.device):
@@ -87,6 +87,7 @@ def fit_feature_bank(
     seed: int = 0,
     batch: int = 256,
     gammas: Sequence[float] = (),
+    hues: Sequence[float] = (),
 ) -> FeatureBank:
     """Embed (a seeded random subset of) NORMAL training windows with the trained G_E
     for the ``feature_knn`` score: the memory the score compares every window with.
@@ -95,13 +96,16 @@ def fit_feature_bank(
     each gamma (:func:`~xrayscreen.training.data.render_gamma`; item ``i`` of the
     ``n * (1 + len(gammas))`` candidates is window ``i % n``, copy ``i // n``), made only
     for the drawn rows: the memory holds normal content as a denser- or thinner-rendering
-    scanner would show it, at the same size cap.
+    scanner would show it, at the same size cap. ``hues`` add copies whose colours are
+    turned by each angle (:func:`~xrayscreen.training.data.render_jitter`: another
+    palette), numbered after the gamma copies.
 
     Raises:
         ConfigError: with fewer windows than ``k``.
     """
     n = len(windows)
-    total = n * (1 + len(gammas))
+    renderings = [(float(g), 0.0) for g in gammas] + [(1.0, float(h)) for h in hues]
+    total = n * (1 + len(renderings))
     idx = np.arange(total)
     if total > max_size:
         idx = np.sort(np.random.default_rng(seed).choice(total, max_size, replace=False))
@@ -118,7 +122,17 @@ def fit_feature_bank(
             for c in torch.unique(copy).tolist():
                 if c:
                     m = copy == c
-                    x[m] = render_gamma(x[m], rep, float(gammas[c - 1]))
+                    g, h = renderings[c - 1]
+                    x[m] = (
+                        render_gamma(x[m], rep, g)
+                        if not h
+                        else render_jitter(
+                            x[m],
+                            rep,
+                            torch.full((int(m.sum()),), g),
+                            torch.full((int(m.sum()),), h),
+                        )
+                    )
             x = x.to(device)
             fmap = encoder_map(encoder_body(gen), x, level)
             emb.append(pool(fmap).cpu())

@@ -32,6 +32,17 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "model input: rgb (default), rgb_attenuation, log_attenuation",
     ),
     "longer_side": ("longer_side", int, "working scale: longer image side in px (default 800)"),
+    "jitter_gamma": (
+        "jitter_gamma",
+        float,
+        "render each training window with transmission T**G, G log-uniform in "
+        "[1/J, J] (another scanner's density; 1 = off)",
+    ),
+    "jitter_hue": (
+        "jitter_hue",
+        float,
+        "turn each training window's colours by up to this many degrees (another palette; 0 = off)",
+    ),
     "val_fraction": ("val_fraction", float, "fraction of scans held out (default 0.1)"),
     "keep": ("keep", str, "final (default) or best_val"),
     "patience": ("patience", int, "early-stop patience in epochs with keep=best_val"),
@@ -142,6 +153,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature_knn: the memory also draws from training windows rendered with "
         "transmission T**G (another scanner; X-ray default 0.8 1.25; no values = none)",
     )
+    parser.add_argument(
+        "--bank-hues",
+        nargs="*",
+        type=float,
+        default=None,
+        metavar="DEG",
+        help="feature_knn: the memory also draws from training windows whose colours are "
+        "turned by these angles (another palette; no values = none)",
+    )
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
@@ -175,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             base[name] = value
     if getattr(args, "bank_gammas", None) is not None:
         base["bank_gammas"] = list(args.bank_gammas)
+    if getattr(args, "bank_hues", None) is not None:
+        base["bank_hues"] = list(args.bank_hues)
     if args.window is not None and args.stride is None and not args.config:
         base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:

@@ -83,6 +83,12 @@ class TrainConfig:
         ngf, ndf, nz, extra_layers, spectral_norm_d: Architecture.
         augment: Random flips and 90-degree rotations (valid for X-ray: a bag can lie
             on the belt either way round).
+        jitter_gamma: Rendering augmentation of the generator's training windows: each
+            window's transmission raised to G, log-uniform in ``[1 / jitter_gamma,
+            jitter_gamma]`` (another scanner's denser or thinner rendering); 1 = off.
+        jitter_hue: Each training window's colours turned about the grey axis by a
+            uniform angle in ``[-jitter_hue, jitter_hue]`` degrees (another palette;
+            three-channel inputs); 0 = off. See :class:`xrayscreen.training.data.RenderJitter`.
         val_fraction: Fraction of SCANS held out for validation and calibration.
         min_val_scans: At least this many scans go to validation when there are >= 2.
         seed: Seeds initialisation, split, shuffling and augmentation.
@@ -127,6 +133,9 @@ class TrainConfig:
             thinner rendering; :func:`xrayscreen.training.data.render_gamma`); the memory
             keeps at most ``bank_size`` rows of originals and copies together. Empty = the
             training windows only.
+        bank_hues: Angles (degrees) of extra copies whose colours are turned about the
+            grey axis (another scanner's palette; three-channel inputs), drawn from with the
+            gamma copies under the same ``bank_size`` cap. Empty = none.
         keep: "final" (the last epoch, the paper's protocol; default) or "best_val"
             (the epoch with the lowest validation L_con + L_enc on normal scans).
         patience: Early stop after this many epochs without validation improvement
@@ -160,6 +169,8 @@ class TrainConfig:
     extra_layers: int = 0
     spectral_norm_d: bool = False
     augment: bool = True
+    jitter_gamma: float = 1.0
+    jitter_hue: float = 0.0
     val_fraction: float = 0.1
     min_val_scans: int = 1
     seed: int = 0
@@ -185,6 +196,7 @@ class TrainConfig:
     bank_k: int = 5
     bank_size: int = 20000
     bank_gammas: list[float] = field(default_factory=list)
+    bank_hues: list[float] = field(default_factory=list)
     keep: str = "final"
     patience: int = 0
     max_windows_per_scan: int = 0
@@ -196,6 +208,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.bank_gammas = [float(g) for g in self.bank_gammas]
+        self.bank_hues = [float(h) for h in self.bank_hues]
         if self.stride is None:
             self.stride = max(1, int(self.window) // 2)
         self.validate()
@@ -241,6 +254,26 @@ class TrainConfig:
         if any(not 0.25 <= g <= 4.0 or g == 1.0 for g in self.bank_gammas):
             raise ConfigError(
                 f"bank_gammas must be in [0.25, 4] and not 1 (the originals), got {self.bank_gammas}"
+            )
+        if not 1.0 <= float(self.jitter_gamma) <= 4.0:
+            raise ConfigError(f"jitter_gamma must be in [1, 4] (1 = off), got {self.jitter_gamma}")
+        if not 0.0 <= float(self.jitter_hue) <= 180.0:
+            raise ConfigError(
+                f"jitter_hue must be in [0, 180] degrees (0 = off), got {self.jitter_hue}"
+            )
+        if float(self.jitter_hue) > 0 and self.channels != 3:
+            raise ConfigError(
+                f"jitter_hue turns false colours: it needs a three-channel input, not "
+                f"{self.representation!r} ({self.channels} channels)"
+            )
+        if any(not 0.0 < abs(h) <= 180.0 for h in self.bank_hues):
+            raise ConfigError(
+                f"bank_hues must be non-zero angles in [-180, 180] degrees, got {self.bank_hues}"
+            )
+        if self.bank_hues and self.channels != 3:
+            raise ConfigError(
+                f"bank_hues turn false colours: they need a three-channel input, not "
+                f"{self.representation!r}"
             )
         if not float(self.dfeat_weight) >= 0.0:
             raise ConfigError(f"dfeat_weight must be >= 0, got {self.dfeat_weight}")

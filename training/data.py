@@ -395,6 +395,78 @@ def render_gamma(x: torch.Tensor, representation: str, gamma: float) -> torch.Te
     return x.add(1.0).mul_(gamma).sub_(1.0).clamp_(-1.0, 1.0)
 
 
+def hue_rotation(degrees: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)`` matrices rotating RGB about the grey axis by ``degrees``.
+
+    Grey (R = G = B) is left unchanged, so air and the opacity of colourless objects keep
+    their values; the colour of a material turns as another scanner's palette would
+    (a linear stand-in for a hue shift, not OpenCV's HSV one: the tests render with that).
+    """
+    t = torch.deg2rad(degrees.float())
+    c, s = torch.cos(t), torch.sin(t)
+    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / math.sqrt(3.0)
+    eye, ones = torch.eye(3), torch.full((3, 3), 1.0 / 3.0)
+    return c[:, None, None] * eye + s[:, None, None] * k + (1.0 - c)[:, None, None] * ones
+
+
+def render_jitter(
+    x: torch.Tensor, representation: str, gamma: torch.Tensor, hue: torch.Tensor
+) -> torch.Tensor:
+    """Windows rendered as other scanners might: window ``i``'s transmission raised to
+    ``gamma[i]`` (denser or thinner) and, for three-channel inputs, its colours turned by
+    ``hue[i]`` degrees about the grey axis (another false-colour palette).
+
+    Works in transmission, the quantity both renderings act on, and maps back to the
+    representation's range (air stays air; values clipped as :func:`model_input` clips).
+    """
+    x = x.float()
+    ceiling = attenuation_ceiling(representation)
+    if ceiling is None:
+        t = x.add(1.0).mul_(0.5)
+    else:
+        t = torch.exp(x.add(1.0).mul_(-0.5 * ceiling))
+    t = t.clamp_min(1e-6).pow(gamma.float().view(-1, 1, 1, 1))
+    if x.shape[1] == 3 and bool((hue != 0).any()):
+        t = torch.einsum("nij,njhw->nihw", hue_rotation(hue), t)
+    if ceiling is None:
+        return t.clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
+    floor = math.exp(-ceiling)
+    return t.clamp_(floor, 1.0).log_().mul_(-2.0 / ceiling).sub_(1.0).clamp_(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class RenderJitter:
+    """Per-window rendering augmentation of the generator's training windows.
+
+    Attributes:
+        gamma: Each window's transmission is raised to G, log-uniform in
+            ``[1 / gamma, gamma]`` (1 = off).
+        hue: Each window's colours turn by a uniform angle in ``[-hue, hue]`` degrees
+            (0 = off; three-channel inputs only).
+        representation: The model input the windows are in.
+        seed: Base seed; window parameters are a pure function of it and the batch, so
+            DataLoader workers and resumed runs draw the same ones.
+    """
+
+    gamma: float
+    hue: float
+    representation: str
+    seed: int
+
+    @property
+    def active(self) -> bool:
+        return self.gamma > 1.0 or self.hue > 0.0
+
+    def apply(self, x: torch.Tensor, batch_seed: int) -> torch.Tensor:
+        """Render batch ``x`` with parameters drawn from ``batch_seed``."""
+        g = torch.Generator().manual_seed(int(batch_seed) % (2**63 - 1))
+        n = x.shape[0]
+        log_g = math.log(max(self.gamma, 1.0))
+        gamma = torch.exp((torch.rand(n, generator=g) * 2.0 - 1.0) * log_g)
+        hue = (torch.rand(n, generator=g) * 2.0 - 1.0) * float(self.hue)
+        return render_jitter(x, self.representation, gamma, hue)
+
+
 N_AUGMENT = 8  # 4 rotations x optional horizontal flip: the dihedral group of the square
 
 
@@ -416,15 +488,26 @@ class _BatchDataset(Dataset):
     """One item = one batch (indices and augmentation codes chosen in the main process,
     so workers and resumes see exactly the same batches)."""
 
-    def __init__(self, data: torch.Tensor, batches: list[torch.Tensor], codes: list[torch.Tensor]):
+    def __init__(
+        self,
+        data: torch.Tensor,
+        batches: list[torch.Tensor],
+        codes: list[torch.Tensor],
+        jitter: RenderJitter | None = None,
+        epoch_seed: int = 0,
+    ):
         self.data, self.batches, self.codes = data, batches, codes
+        self.jitter = jitter if jitter is not None and jitter.active else None
+        self.epoch_seed = int(epoch_seed)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        x = decode(self.data[self.batches[i]])
-        return augment(x, self.codes[i])
+        x = augment(decode(self.data[self.batches[i]]), self.codes[i])
+        if self.jitter is not None:
+            x = self.jitter.apply(x, self.epoch_seed * 100_003 + i + self.jitter.seed)
+        return x
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -475,10 +558,13 @@ def make_loader(
     batches: list[torch.Tensor],
     codes: list[torch.Tensor],
     num_workers: int = 0,
+    jitter: RenderJitter | None = None,
+    epoch_seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader that yields the given batches in order (float32, augmented)."""
+    """A DataLoader that yields the given batches in order (float32, augmented; rendered
+    by ``jitter`` when given, with parameters drawn from ``epoch_seed`` and the batch)."""
     return DataLoader(
-        _BatchDataset(data, batches, codes),
+        _BatchDataset(data, batches, codes, jitter, epoch_seed),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

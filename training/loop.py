@@ -40,7 +40,7 @@ from xrayscreen.model.score import latent_score
 from . import checkpoint as ckpt
 from . import ddp
 from .config import TrainConfig
-from .data import WindowSet, decode, epoch_batches, make_loader
+from .data import RenderJitter, WindowSet, decode, epoch_batches, epoch_seed, make_loader
 
 PHASES = ("loading", "train", "validate", "calibrate", "saving", "done")
 
@@ -334,6 +334,9 @@ def iter_fit(
     t0 = time.perf_counter()
     steps_this_session = 0
     epoch = start_epoch
+    jitter = RenderJitter(
+        float(cfg.jitter_gamma), float(cfg.jitter_hue), cfg.representation, int(cfg.seed)
+    )
     for epoch in range(start_epoch, cfg.epochs):
         if stopped_early:
             break
@@ -347,7 +350,14 @@ def iter_fit(
             world=info.world,
         )
         spe = len(batches)
-        loader = make_loader(train.data, batches, codes, cfg.num_workers)
+        loader = make_loader(
+            train.data,
+            batches,
+            codes,
+            cfg.num_workers,
+            jitter=jitter,
+            epoch_seed=epoch_seed(cfg.seed, epoch) * 31 + info.rank,
+        )
         rows: list[dict[str, float]] = []
         t_epoch = time.perf_counter()
         for step, x in enumerate(loader):

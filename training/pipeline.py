@@ -431,6 +431,7 @@ def fit_score(
             max_size=cfg.bank_size,
             seed=cfg.seed,
             gammas=cfg.bank_gammas,
+            hues=cfg.bank_hues,
         )
         bundle.score.params = {**bundle.score.params, **bundle.feature_bank.params()}
     if cfg.score_kind in MEMORY_PLUS:

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
     )
+    p.add_argument("--bank-hues", nargs="*", type=float, default=None, help="default: the bundle's")
     p.add_argument(
         "--bank-stride",
         type=int,
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         zoom_mix=cfg.zoom_mix if a.zoom_mix is None else a.zoom_mix,
         density_weight=cfg.density_weight if a.density_weight is None else a.density_weight,
         bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
+        bank_hues=cfg.bank_hues if a.bank_hues is None else a.bank_hues,
     )
     if a.bank_size is not None:
         cfg = cfg.replace(bank_size=a.bank_size)

@@ -332,3 +332,22 @@ def test_cli_bank_gammas_flag():
     assert cfg("--bank-gammas", "0.9", "1.1").bank_gammas == [0.9, 1.1]
     with pytest.raises(ConfigError, match="bank_gammas"):
         cfg("--bank-gammas", "1")
+
+
+def test_cli_render_jitter_flags():
+    import argparse
+
+    from xrayscreen.training.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def cfg(*extra):
+        return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
+
+    got = cfg("--jitter-gamma", "1.25", "--jitter-hue", "20")
+    assert (got.jitter_gamma, got.jitter_hue) == (1.25, 20.0)
+    with pytest.raises(ConfigError, match="three-channel"):
+        cfg("--representation", "log_attenuation", "--jitter-hue", "20")
+    assert cfg("--bank-hues", "20", "-20").bank_hues == [20.0, -20.0]
+    assert cfg("--bank-hues").bank_hues == []

@@ -90,3 +90,41 @@ def test_bank_gammas_setting():
     for bad in ([1.0], [0.1], [5.0]):
         with pytest.raises(ConfigError, match="bank_gammas"):
             TrainConfig(bank_gammas=bad)
+
+
+def test_memory_palette_copies_follow_the_gamma_copies():
+    from xrayscreen.training.data import render_jitter
+
+    b, ws = _bundle(), _windows()
+    dev = torch.device("cpu")
+    got = fit_feature_bank(
+        b, ws, dev, level=1, k=3, max_size=1000, gammas=[1.25], hues=[20.0, -20.0]
+    )
+    x = ws.data.float()
+    n = len(x)
+
+    def turned(h):
+        return render_jitter(x, "rgb_attenuation", torch.ones(n), torch.full((n,), h))
+
+    with torch.no_grad():
+        raw = torch.cat(
+            [
+                pool(encoder_map(encoder_body(b.generator), v, 1))
+                for v in (x, render_gamma(x, "rgb_attenuation", 1.25), turned(20.0), turned(-20.0))
+            ]
+        )
+    assert got.memory.shape[0] == 4 * n
+    torch.testing.assert_close(got.memory, (raw - raw.mean(0)) / raw.std(0), rtol=1e-4, atol=1e-4)
+
+
+def test_bank_hues_setting():
+    assert TrainConfig().bank_hues == []
+    assert TrainConfig.from_dict(TrainConfig.xray(bank_hues=(15, -15)).to_dict()).bank_hues == [
+        15.0,
+        -15.0,
+    ]
+    for bad in ([0.0], [200.0]):
+        with pytest.raises(ConfigError, match="bank_hues"):
+            TrainConfig.xray(bank_hues=bad)
+    with pytest.raises(ConfigError, match="three-channel"):
+        TrainConfig.xray(representation="log_attenuation", bank_hues=[20.0])
