@@ -12,7 +12,7 @@ import sys
 
 from xrayscreen.errors import XrayscreenError
 
-from .config import TrainConfig
+from .config import TrainConfig, without_palette_jitter
 
 # CLI flag -> TrainConfig field (flags left unset keep the --config file's / default value).
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -205,7 +205,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["half_weights"] = True
     if args.no_augment:
         base["augment"] = False
-    return TrainConfig.from_dict(base)
+    # A config file or the flag asks for a palette jitter explicitly; the X-ray default's
+    # is dropped for raw dual-energy input (no false colours to turn).
+    asked = args.config or getattr(args, "jitter_hue", None) is not None
+    explicit = {"jitter_hue"} if asked else set()
+    return TrainConfig.from_dict(without_palette_jitter(base, explicit))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,8 +34,10 @@ KEEP_CHOICES = ("final", "best_val")
 # (``zoom``; the view sees the object and its surroundings), each view plus half its
 # window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
 # the larger part), and averaged over a 128 px spatial context that keeps a quarter of
-# each window's own score (small threats are not averaged away). The dataclass defaults stay
-# the paper's configuration (the MNIST Table 1 reproduction relies on them).
+# each window's own score (small threats are not averaged away). The generator trains on
+# windows rendered as other scanners might (``jitter_gamma``, ``jitter_hue``: density and
+# palette). The dataclass defaults stay the paper's configuration (the MNIST Table 1
+# reproduction relies on them).
 XRAY_RESEARCH_DEFAULTS: dict[str, Any] = {
     "d_loss": "hinge",
     "lr_g": 1e-4,
@@ -56,9 +58,21 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "zoom_mix": "max",
     "density_weight": 0.5,
     "bank_gammas": [0.8, 1.25],
+    "jitter_gamma": 1.25,
+    "jitter_hue": 20.0,
     "target_bag_far": 0.10,
     "bag_rule": "gumbel",
 }
+
+
+def without_palette_jitter(settings: dict[str, Any], explicit: Any = ()) -> dict[str, Any]:
+    """``settings`` with the default palette jitter dropped for inputs that have no false
+    colours (raw dual-energy: two channels), unless ``jitter_hue`` was asked for explicitly
+    (then validation refuses it with a clear message)."""
+    rep = settings.get("representation", "rgb")
+    if "jitter_hue" not in explicit and channels_of(rep) != 3 and settings.get("jitter_hue"):
+        return {**settings, "jitter_hue": 0.0}
+    return settings
 
 
 @dataclass
@@ -88,7 +102,8 @@ class TrainConfig:
             jitter_gamma]`` (another scanner's denser or thinner rendering); 1 = off.
         jitter_hue: Each training window's colours turned about the grey axis by a
             uniform angle in ``[-jitter_hue, jitter_hue]`` degrees (another palette;
-            three-channel inputs); 0 = off. See :class:`xrayscreen.training.data.RenderJitter`.
+            three-channel inputs; :meth:`xray` drops its default for raw dual-energy input);
+            0 = off. See :class:`xrayscreen.training.data.RenderJitter`.
         val_fraction: Fraction of SCANS held out for validation and calibration.
         min_val_scans: At least this many scans go to validation when there are >= 2.
         seed: Seeds initialisation, split, shuffling and augmentation.
@@ -382,7 +397,7 @@ class TrainConfig:
             ``TrainConfig.xray(epochs=10, ngf=32)``
         """
         base: dict[str, Any] = {**XRAY_DEFAULTS, "research": dict(XRAY_RESEARCH_DEFAULTS)}
-        return cls(**{**base, **changes})
+        return cls(**without_palette_jitter({**base, **changes}, explicit=changes))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated)."""

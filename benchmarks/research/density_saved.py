@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     out[f"det@1%_{pool}"] = round(detection_at_far(pa, neg, 0.01).detection, 4)
                 thr = _bag_threshold(np.array(peaks_b))
                 out["bag_on_threat@5%"] = round(float(np.mean(np.array(peaks_t) > thr)), 4)
+                # What the bag operating point asks of a window: the share of benign-bag
+                # windows above it (the tail the bag goal is read in).
+                out["window_far_at_bag5%"] = round(float(np.mean(np.concatenate(neg_a) > thr)), 6)
                 out["bag_auc"] = round(roc_auc(np.array(peaks_t_any), np.array(peaks_b)), 4)
                 print(json.dumps(out), flush=True)
     return 0

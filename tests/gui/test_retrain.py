@@ -128,6 +128,8 @@ def test_dialog_builds_pool_from_decision_log_and_folders(qtbot, tmp_path, bags)
     assert dlg.density_weight.text() == "off" and dlg.train_config()["density_weight"] == 0.0
     dlg.set_config(density_weight=1.25)
     assert dlg.train_config()["density_weight"] == 1.25
+    # Retraining from the app trains for other scanners' renderings, as the CLI does.
+    assert (cfg["jitter_gamma"], cfg["jitter_hue"]) == (1.25, 20.0)
 
 
 def test_training_subprocess_registers_then_activate_and_roll_back(

@@ -83,6 +83,8 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.score.params["ref_scale_zoom"] > 0 and "zoom_weight" not in b.score.params
     assert b.score.params["density_weight"] == 0.5
     assert b.training["config"]["bank_gammas"] == [0.8, 1.25]  # the memory's rendered copies
+    # The generator trained on windows rendered as other scanners might.
+    assert b.training["config"]["jitter_gamma"] == 1.25 and b.training["config"]["jitter_hue"] == 20
     assert (
         b.score.params["sign"] == 1.0
         and b.score.params["knn_scale"] > 0
@@ -349,5 +351,7 @@ def test_cli_render_jitter_flags():
     assert (got.jitter_gamma, got.jitter_hue) == (1.25, 20.0)
     with pytest.raises(ConfigError, match="three-channel"):
         cfg("--representation", "log_attenuation", "--jitter-hue", "20")
+    raw = cfg("--representation", "log_attenuation")  # the default's palette jitter is dropped
+    assert (raw.jitter_gamma, raw.jitter_hue) == (1.25, 0.0)
     assert cfg("--bank-hues", "20", "-20").bank_hues == [20.0, -20.0]
     assert cfg("--bank-hues").bank_hues == []

@@ -120,7 +120,8 @@ def test_loader_renders_batches_only_when_jitter_is_on():
 
 
 def test_jitter_settings():
-    assert TrainConfig().jitter_gamma == 1.0 and TrainConfig().jitter_hue == 0.0
+    assert TrainConfig().jitter_gamma == 1.0 and TrainConfig().jitter_hue == 0.0  # the paper's
+    assert (TrainConfig.xray().jitter_gamma, TrainConfig.xray().jitter_hue) == (1.25, 20.0)
     cfg = TrainConfig.from_dict(TrainConfig.xray(jitter_gamma=1.3, jitter_hue=15).to_dict())
     assert (cfg.jitter_gamma, cfg.jitter_hue) == (1.3, 15)
     for bad in ({"jitter_gamma": 0.8}, {"jitter_gamma": 9.0}, {"jitter_hue": -1.0}):
@@ -128,4 +129,9 @@ def test_jitter_settings():
             TrainConfig.xray(**bad)
     with pytest.raises(ConfigError, match="three-channel"):
         TrainConfig.xray(representation="log_attenuation", jitter_hue=10.0)
-    TrainConfig.xray(representation="log_attenuation", jitter_gamma=1.2)  # density only: fine
+    with pytest.raises(ConfigError, match="three-channel"):
+        TrainConfig(representation="log_attenuation", jitter_hue=10.0)
+    # Raw dual-energy input has no false colours: the X-ray default drops its palette jitter
+    # and keeps the density jitter.
+    raw = TrainConfig.xray(representation="log_attenuation")
+    assert (raw.jitter_gamma, raw.jitter_hue) == (1.25, 0.0)
