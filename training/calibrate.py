@@ -123,16 +123,11 @@ def fit_feature_bank(
                 if c:
                     m = copy == c
                     g, h = renderings[c - 1]
-                    x[m] = (
-                        render_gamma(x[m], rep, g)
-                        if not h
-                        else render_jitter(
-                            x[m],
-                            rep,
-                            torch.full((int(m.sum()),), g),
-                            torch.full((int(m.sum()),), h),
-                        )
-                    )
+                    if h:
+                        k = int(m.sum())
+                        x[m] = render_jitter(x[m], rep, torch.full((k,), g), torch.full((k,), h))
+                    else:
+                        x[m] = render_gamma(x[m], rep, g)
             x = x.to(device)
             fmap = encoder_map(encoder_body(gen), x, level)
             emb.append(pool(fmap).cpu())

@@ -400,7 +400,8 @@ def hue_rotation(degrees: torch.Tensor) -> torch.Tensor:
 
     Grey (R = G = B) is left unchanged, so air and the opacity of colourless objects keep
     their values; the colour of a material turns as another scanner's palette would
-    (a linear stand-in for a hue shift, not OpenCV's HSV one: the tests render with that).
+    (a linear stand-in for a hue shift, not OpenCV's HSV one, which the robustness
+    measurements in docs/BENCHMARKS.md render with).
     """
     t = torch.deg2rad(degrees.float())
     c, s = torch.cos(t), torch.sin(t)
