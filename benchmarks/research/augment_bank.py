@@ -26,7 +26,7 @@ import torch
 from xrayscreen.model.bundle import load_bundle, save_bundle
 from xrayscreen.training.calibrate import fit_component_scales, fit_feature_bank
 from xrayscreen.training.config import TrainConfig
-from xrayscreen.training.data import WindowSet, load_windows, split_by_scan
+from xrayscreen.training.data import WindowSet, load_windows, render_gamma, split_by_scan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr = split.train
     x = tr.data.float()
-    copies = [((x + 1.0) * g - 1.0).clamp_(-1.0, 1.0).to(tr.data.dtype) for g in a.gammas]
+    copies = [render_gamma(x, cfg.representation, g).to(tr.data.dtype) for g in a.gammas]
     both = WindowSet(
         data=torch.cat([tr.data, *copies]),
         scan_index=tr.scan_index.repeat(1 + len(copies)),

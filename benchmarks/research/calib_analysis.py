@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xrayscreen.evaluation.metrics import detection_at_far, roc_auc
 from xrayscreen.inference import context, scan_norm
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.bundle import load_bundle
@@ -69,6 +70,65 @@ def load(path: str) -> list[Bag]:
             )
         )
     return bags
+
+
+def bag_threshold(neg_peaks: np.ndarray, far: float = 0.05) -> float:
+    """The lowest threshold that alarms at most ``far`` of the benign bags."""
+    neg = np.sort(np.asarray(neg_peaks))[::-1]
+    k = int(np.floor(far * len(neg)))
+    return float(neg[k]) if k < len(neg) else -np.inf
+
+
+@dataclass
+class Tally:
+    """Finished per-window scores gathered bag by bag, and the protocol's window and bag
+    figures from them (the research scripts that rescore dumps share it)."""
+
+    pos: list[np.ndarray] = field(default_factory=list)
+    cls: list[np.ndarray] = field(default_factory=list)
+    neg_a: list[np.ndarray] = field(default_factory=list)
+    neg_b: list[np.ndarray] = field(default_factory=list)
+    peaks_t: list[float] = field(default_factory=list)  # threat bags: peak on the threat
+    peaks_t_any: list[float] = field(default_factory=list)  # the same bags: peak anywhere
+    peaks_b: list[float] = field(default_factory=list)  # benign bags: peak anywhere
+
+    def add(self, bag: Bag, s: np.ndarray) -> None:
+        """Add one bag's finished scores ``s`` (one per window)."""
+        valid = s[~bag.belt]
+        peak = float(valid.max()) if len(valid) else float("-inf")
+        if bag.kind == "threat":
+            self.pos.append(s[bag.pos])
+            self.cls.append(bag.cls[bag.pos])
+            self.neg_b.append(s[bag.neg])
+            if bag.pos.any():
+                self.peaks_t.append(float(s[bag.pos].max()))
+                self.peaks_t_any.append(peak)
+        else:
+            self.neg_a.append(s[bag.neg])
+            self.peaks_b.append(peak)
+
+    def window_figures(self) -> dict[str, float]:
+        """AUC per class and pool and detection at 1 % window false alarms per pool."""
+        pa, c = np.concatenate(self.pos), np.concatenate(self.cls)
+        out: dict[str, float] = {}
+        for pool, neg in (("a", np.concatenate(self.neg_a)), ("b", np.concatenate(self.neg_b))):
+            out[f"all_{pool}"] = round(roc_auc(pa, neg), 4)
+            for k, name in ((0, "gun"), (1, "knife")):
+                out[f"{name}_{pool}"] = round(roc_auc(pa[c == k], neg), 4)
+            out[f"det@1%_{pool}"] = round(detection_at_far(pa, neg, 0.01).detection, 4)
+        return out
+
+    def bag_point(self, far: float = 0.05) -> tuple[float, float, float, float]:
+        """At the threshold that alarms ``far`` of benign bags: that threshold, the share of
+        threat bags alarmed on the threat, and the shares of benign (pool a) windows and of
+        threat windows above it (where the bag goal sits at window level)."""
+        thr = bag_threshold(np.array(self.peaks_b), far)
+        return (
+            thr,
+            float(np.mean(np.array(self.peaks_t) > thr)),
+            float(np.mean(np.concatenate(self.neg_a) > thr)),
+            float(np.mean(np.concatenate(self.pos) > thr)),
+        )
 
 
 def finish(spec, bag: Bag, j: int) -> np.ndarray:

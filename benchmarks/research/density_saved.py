@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from calib_analysis import load
+from calib_analysis import Tally, load
 
-from xrayscreen.evaluation.metrics import detection_at_far, roc_auc
+from xrayscreen.evaluation.metrics import roc_auc
 from xrayscreen.inference import context, density, scan_norm
 from xrayscreen.model.bundle import load_bundle
 
@@ -48,11 +48,6 @@ def _zoomed_density(values: np.ndarray, grid, feature: str) -> np.ndarray:
     parts = [p[dy : dy + grid.rows, dx : dx + grid.cols] for dy in (0, 2 * o) for dx in (0, 2 * o)]
     out = np.maximum.reduce(parts) if feature == "maxd" else sum(parts) / 4.0
     return out.ravel()
-
-
-def _bag_threshold(neg_peaks: np.ndarray, far: float = 0.05) -> float:
-    neg = np.sort(neg_peaks)[::-1]
-    return float(neg[int(np.floor(far * len(neg)))])
 
 
 def evidence(spec, raw, raw_zoom, dens, dens_zoom, w: float, form: str, valid) -> torch.Tensor:
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_bundle(str(path)).score
         for form in a.forms:
             for w in a.weights:
-                pos, cls, neg_a, neg_b, peaks_t, peaks_b, peaks_t_any = [], [], [], [], [], [], []
+                tally = Tally()
                 for b in fine:
                     if b.name not in coarse or (b.kind == "benign" and b.name not in keep):
                         continue
@@ -104,31 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                         form,
                         valid,
                     )
-                    s = context.apply(spec, s, b.grid, valid).double().numpy()
-                    peak = float(s[~b.belt].max()) if (~b.belt).any() else float("-inf")
-                    if b.kind == "threat":
-                        pos.append(s[b.pos])
-                        cls.append(b.cls[b.pos])
-                        neg_b.append(s[b.neg])
-                        if b.pos.any():
-                            peaks_t.append(float(s[b.pos].max()))
-                            peaks_t_any.append(peak)
-                    else:
-                        neg_a.append(s[b.neg])
-                        peaks_b.append(peak)
-                pa, c = np.concatenate(pos), np.concatenate(cls)
+                    tally.add(b, context.apply(spec, s, b.grid, valid).double().numpy())
                 out = {"bundle": str(path), "form": form, "w": w, "feature": a.feature}
-                for pool, neg in (("a", np.concatenate(neg_a)), ("b", np.concatenate(neg_b))):
-                    out[f"all_{pool}"] = round(roc_auc(pa, neg), 4)
-                    for k, name in ((0, "gun"), (1, "knife")):
-                        out[f"{name}_{pool}"] = round(roc_auc(pa[c == k], neg), 4)
-                    out[f"det@1%_{pool}"] = round(detection_at_far(pa, neg, 0.01).detection, 4)
-                thr = _bag_threshold(np.array(peaks_b))
-                out["bag_on_threat@5%"] = round(float(np.mean(np.array(peaks_t) > thr)), 4)
+                out.update(tally.window_figures())
+                _, on_threat, window_far, _ = tally.bag_point(0.05)
+                out["bag_on_threat@5%"] = round(on_threat, 4)
                 # What the bag operating point asks of a window: the share of benign-bag
                 # windows above it (the tail the bag goal is read in).
-                out["window_far_at_bag5%"] = round(float(np.mean(np.concatenate(neg_a) > thr)), 6)
-                out["bag_auc"] = round(roc_auc(np.array(peaks_t_any), np.array(peaks_b)), 4)
+                out["window_far_at_bag5%"] = round(window_far, 6)
+                out["bag_auc"] = round(
+                    roc_auc(np.array(tally.peaks_t_any), np.array(tally.peaks_b)), 4
+                )
                 print(json.dumps(out), flush=True)
     return 0
 

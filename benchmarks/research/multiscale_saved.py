@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from calib_analysis import load
+from calib_analysis import Tally, load
 
-from xrayscreen.evaluation.metrics import detection_at_far, roc_auc
 from xrayscreen.inference import context, scan_norm
 from xrayscreen.model.bundle import load_bundle
 
@@ -31,18 +30,6 @@ from xrayscreen.model.bundle import load_bundle
 def _norm(spec, raw: np.ndarray, belt: np.ndarray) -> torch.Tensor:
     valid = torch.from_numpy(~belt)
     return scan_norm.normalise(spec, torch.from_numpy(raw), valid)
-
-
-def _bag_threshold(neg_peaks: np.ndarray, far: float = 0.05) -> float:
-    """The lowest threshold that alarms at most ``far`` of the benign bags."""
-    neg = np.sort(neg_peaks)[::-1]
-    k = int(np.floor(far * len(neg)))
-    return float(neg[k]) if k < len(neg) else -np.inf
-
-
-def _bag_tpr(pos_peaks: np.ndarray, neg_peaks: np.ndarray, far: float = 0.05) -> float:
-    """Share of threat bags whose peak exceeds :func:`_bag_threshold`."""
-    return float(np.mean(pos_peaks > _bag_threshold(neg_peaks, far)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = item.partition("=")
             spec.params = {**spec.params, key: float(value)}
         for alpha in a.alphas:
-            pos, cls, neg_a, neg_b, peaks_t, peaks_b = [], [], [], [], [], []
+            tally = Tally()
             for b in fine:
                 if b.kind == "benign" and keep is not None and b.name not in keep:
                     continue
@@ -97,38 +84,23 @@ def main(argv: list[str] | None = None) -> int:
                         s = s + alpha * sum(parts) / len(parts)
                 if a.add_meand:
                     s = s + a.add_meand * _norm(spec, b.meand.astype(np.float32), b.belt)
-                s = context.apply(spec, s, b.grid, torch.from_numpy(~b.belt)).double().numpy()
-                s_valid = s[~b.belt]
-                peak = float(s_valid.max()) if len(s_valid) else float("-inf")
-                if b.kind == "threat":
-                    pos.append(s[b.pos])
-                    cls.append(b.cls[b.pos])
-                    neg_b.append(s[b.neg])
-                    if b.pos.any():
-                        # Bag "on the threat": its peak over the threat windows.
-                        peaks_t.append(float(s[b.pos].max()))
-                else:
-                    neg_a.append(s[b.neg])
-                    peaks_b.append(peak)
-            pos_a = np.concatenate(pos)
-            c = np.concatenate(cls)
+                tally.add(
+                    b, context.apply(spec, s, b.grid, torch.from_numpy(~b.belt)).double().numpy()
+                )
             out = {
                 "fine": str(zf["bundles"][fj]),
                 "coarse": [str(z["bundles"][cj]) for z in zcs],
                 "alpha": alpha,
             }
-            for pool, neg in (("a", np.concatenate(neg_a)), ("b", np.concatenate(neg_b))):
-                out[f"all_{pool}"] = round(roc_auc(pos_a, neg), 4)
-                for k, name in ((0, "gun"), (1, "knife")):
-                    out[f"{name}_{pool}"] = round(roc_auc(pos_a[c == k], neg), 4)
-                out[f"det@1%_{pool}"] = round(detection_at_far(pos_a, neg, 0.01).detection, 4)
-            out["bag_on_threat@5%"] = round(_bag_tpr(np.array(peaks_t), np.array(peaks_b)), 4)
-            # Where the bag goal's operating point sits at window level: the share of
-            # benign (pool a) windows, and of threat windows, above that threshold.
-            thr = _bag_threshold(np.array(peaks_b))
-            out["bag_thr_window_far_a"] = round(float(np.mean(np.concatenate(neg_a) > thr)), 5)
-            out["bag_thr_window_det"] = round(float(np.mean(pos_a > thr)), 4)
-            out["n_benign_bags"] = len(peaks_b)
+            out.update(tally.window_figures())
+            # Bag "on the threat" (its peak over the threat windows), and where the bag goal's
+            # operating point sits at window level: the share of benign (pool a) windows, and
+            # of threat windows, above that threshold.
+            _, on_threat, window_far, window_det = tally.bag_point(0.05)
+            out["bag_on_threat@5%"] = round(on_threat, 4)
+            out["bag_thr_window_far_a"] = round(window_far, 5)
+            out["bag_thr_window_det"] = round(window_det, 4)
+            out["n_benign_bags"] = len(tally.peaks_b)
             print(json.dumps(out), flush=True)
     return 0
 
