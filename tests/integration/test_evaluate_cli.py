@@ -93,6 +93,8 @@ def test_evaluate_writes_every_output(tmp_path, folder, capsys):
     assert rep["settings"]["longer_side"] == 800 and rep["montage_kind"] == "latent"
     md = (out / "report.md").read_text()
     assert "## Window ROC AUC" in md and "| latent |" in md
+    assert "95 % bootstrap intervals" in md and " %]" in md  # bag figures carry intervals
+    assert "### Bag level against the floors (paired)" in md and "| latent | max density" in md
     assert "corrupt.png" in capsys.readouterr().err
 
 

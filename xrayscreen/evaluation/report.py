@@ -107,6 +107,26 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
 
 
+def _ci(interval: Any, pct: bool = False) -> str:
+    """`` [lo-hi]`` for a bootstrap interval (nothing for reports without one)."""
+    if not interval or interval[0] is None or interval[1] is None:
+        return ""
+    lo, hi = interval
+    return f" [{100 * lo:.0f}-{100 * hi:.0f} %]" if pct else f" [{lo:.3f}-{hi:.3f}]"
+
+
+def _diff(d: dict | None, scale: float = 1.0, fmt: str = "+.3f") -> str:
+    """A paired difference and its interval, signed: ``+0.012 [-0.020 to +0.045]``."""
+    if not d:
+        return "n/a"
+    lo, hi = d["ci"]
+    return f"{scale * d['diff']:{fmt}} [{scale * lo:{fmt}} to {scale * hi:{fmt}}]"
+
+
+def _op_ci(op: dict, key: str) -> Any:
+    return (op.get("ci") or {}).get(key)
+
+
 def _kind_label(name: str) -> str:
     return FLOOR_LABELS.get(name, name)
 
@@ -201,7 +221,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "AUC: threat bags vs benign bags by peak; localised: the peak *inside* the threat "
         "vs benign peaks. Alarm columns: share of annotated threat bags with an alarm "
         "overlapping the threat at the threshold that alarms on at most 5 % / 10 % of "
-        "benign bags.",
+        "benign bags. In brackets: 95 % bootstrap intervals, bags resampled (the "
+        "threshold re-derived from each resampled benign set): what this many bags can tell.",
         "",
         "| score | AUC | AUC localised | on threat @ <=5 % benign | on threat @ <=10 % benign |",
         "|---|---|---|---|---|",
@@ -210,12 +231,37 @@ def render_markdown(report: dict[str, Any]) -> str:
         ops = {o["target_benign_alarm"]: o for o in v["bag"]["operating"]}
         at5, at10 = ops.get(0.05, {}), ops.get(0.10, {})
         out.append(
-            f"| {_md(_kind_label(k))} | {_f(v['bag']['auc_peak'])} | {_f(v['bag']['auc_localised'])} | "
-            f"{_f(at5.get('threat_alarm_on_threat'), True)} "
+            f"| {_md(_kind_label(k))} | {_f(v['bag']['auc_peak'])}"
+            f"{_ci(v['bag'].get('auc_peak_ci'))} | {_f(v['bag']['auc_localised'])} | "
+            f"{_f(at5.get('threat_alarm_on_threat'), True)}"
+            f"{_ci(_op_ci(at5, 'threat_alarm_on_threat'), True)} "
             f"({_f(at5.get('benign_alarmed'), True)} benign) | "
-            f"{_f(at10.get('threat_alarm_on_threat'), True)} "
+            f"{_f(at10.get('threat_alarm_on_threat'), True)}"
+            f"{_ci(_op_ci(at10, 'threat_alarm_on_threat'), True)} "
             f"({_f(at10.get('benign_alarmed'), True)} benign) |"
         )
+    paired = [
+        (k, f, d)
+        for k, v in report["kinds"].items()
+        for f, d in v["bag"].get("vs_floors", {}).items()
+    ]
+    if paired:
+        out += [
+            "",
+            "### Bag level against the floors (paired)",
+            "",
+            "The score minus the floor, on the same bags; 95 % intervals from resampling the "
+            "bags for both at once, so bags both find easy or hard cancel out. An interval "
+            "that holds 0 means these bags cannot tell the two apart.",
+            "",
+            "| score | floor | AUC difference | on threat @ <=5 % benign, difference (points) |",
+            "|---|---|---|---|",
+        ]
+        for k, f, d in paired:
+            out.append(
+                f"| {_md(_kind_label(k))} | {_md(_kind_label(f))} | {_diff(d.get('auc_peak'))} | "
+                f"{_diff(d.get('on_threat'), 100.0, '+.1f')} |"
+            )
     mk = report.get("montage_kind")
     if mk and mk in report["kinds"] and report["kinds"][mk]["bag"]["operating"]:
         out += [
@@ -232,7 +278,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             seen.add(o["threshold"])
             out.append(
                 f"| {o['threshold']:.6g} | {_f(o['benign_alarmed'], True)} | "
-                f"{_f(o['threat_alarm_on_threat'], True)} | {_f(o['threat_any_alarm'], True)} |"
+                f"{_f(o['threat_alarm_on_threat'], True)}"
+                f"{_ci(_op_ci(o, 'threat_alarm_on_threat'), True)} | "
+                f"{_f(o['threat_any_alarm'], True)}{_ci(_op_ci(o, 'threat_any_alarm'), True)} |"
             )
         d = report["kinds"][mk]["bag"].get("at_default_threshold")
         if d:

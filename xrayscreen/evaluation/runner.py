@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from xrayscreen.evaluation import bootstrap
 from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, PreparedScan
+from xrayscreen.evaluation.floors import FLOOR_NAMES
 from xrayscreen.evaluation.heat import HeatMap, cell_mean, window_means
 from xrayscreen.evaluation.metrics import detection_at_far, roc_auc, roc_curve
 from xrayscreen.evaluation.scorers import KindScores, Scorer
@@ -43,6 +45,9 @@ POOL_TEXT = {
     "b": "threat-free windows of the threat bags",
 }
 BAG_ALARM_TARGETS = (0.0, 0.01, 0.05, 0.10, 0.20, 0.50)
+#: The operating point (share of benign bags alarmed) of the paired comparisons with the
+#: floors: the issue's bag goal is read at 5 %.
+PAIRED_TARGET = 0.05
 MONTAGE_DOWNSAMPLE = 2
 
 
@@ -258,6 +263,7 @@ def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[
                 "n_pixels": int(truth.size),
             }
         out["kinds"][name] = {"scorer": acc.scorer, "window": window, "bag": bag, "pixel": pix}
+    _paired_against_floors(out["kinds"], kinds, benign, threat, annotated)
     out["counts"] = {
         "bags": {
             "benign": len(benign),
@@ -309,7 +315,53 @@ def _bag_figures(
                 "threat_any_alarm": _r(float((t > thr).mean())) if len(t) else None,
             }
         )
+    # How much a few dozen bags can tell: bag-resampled percentile intervals (threshold
+    # re-derived per resample), beside every bag figure.
+    ci = bootstrap.bag_intervals(b, t, hit, BAG_ALARM_TARGETS)
+    res["ci"] = {"level": ci["level"], "resamples": ci["resamples"], "unit": "bag"}
+    res["auc_peak_ci"] = _ri(ci["auc_peak"])
+    for op in res["operating"]:
+        iv = ci["operating"][op["target_benign_alarm"]]
+        op["ci"] = {k: _ri(v) for k, v in iv.items()}
     return res
+
+
+def _paired_against_floors(
+    figures: dict[str, Any],
+    kinds: dict[str, _KindAcc],
+    benign: list[str],
+    threat: list[str],
+    annotated: list[str],
+) -> None:
+    """Each learned score against each non-learned floor on the same bags: a paired
+    bootstrap of the bag-level differences at the 5 % operating point
+    (``bag["vs_floors"]``). Bag figures are heat-map peaks whichever way the windows are
+    read, so the ``@heat`` rows (the same bag figures) are not compared again."""
+    hits = [n for n in annotated if all(n in a.bag_hit for a in kinds.values())]
+
+    def peaks(acc: _KindAcc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.array([acc.bag_peak[n] for n in benign], dtype=np.float64),
+            np.array([acc.bag_peak[n] for n in threat], dtype=np.float64),
+            np.array([acc.bag_hit[n] for n in hits], dtype=np.float64),
+        )
+
+    for name, acc in kinds.items():
+        if "@" in name or name in FLOOR_NAMES or not benign:
+            continue
+        vs = {}
+        for other in FLOOR_NAMES:
+            if other in kinds:
+                d = bootstrap.paired_difference(peaks(acc), peaks(kinds[other]), PAIRED_TARGET)
+                vs[other] = {
+                    k: None if d[k] is None else {"diff": _r(d[k]["diff"]), "ci": _ri(d[k]["ci"])}
+                    for k in ("auc_peak", "on_threat")
+                } | {"target_benign_alarm": PAIRED_TARGET}
+        figures[name]["bag"]["vs_floors"] = vs
+
+
+def _ri(interval: list[float] | None) -> list[float | None] | None:
+    return None if interval is None else [_r(v) for v in interval]
 
 
 def _thin(curve: Any, max_points: int = 400) -> dict[str, list[float]]:

@@ -74,6 +74,13 @@ def test_perfect_random_inverted(dataset):
     ops = k["perfect"]["bag"]["operating"]
     assert ops[0]["benign_alarmed"] == 0.0 and ops[0]["threat_alarm_on_threat"] == 1.0
     assert k["perfect"]["bag"]["auc_peak"] == 1.0
+    # Bag-resampled intervals sit beside every bag figure and hold the point figure.
+    assert k["perfect"]["bag"]["auc_peak_ci"] == [1.0, 1.0]
+    assert ops[0]["ci"]["threat_alarm_on_threat"] == [1.0, 1.0]
+    assert k["perfect"]["bag"]["ci"]["unit"] == "bag"
+    for op in k["random"]["bag"]["operating"]:
+        lo, hi = op["ci"]["threat_any_alarm"]
+        assert lo <= op["threat_any_alarm"] <= hi
 
 
 def test_pools_are_kept_apart(dataset):
@@ -97,6 +104,17 @@ def test_pools_are_kept_apart(dataset):
     n_benign = sum(s.labels.negatives.sum() for s in dataset.scans if s.kind == "benign")
     n_threat_free = sum(s.labels.negatives.sum() for s in dataset.scans if s.kind == "threat")
     assert counts == {"a": n_benign, "b": n_threat_free}
+
+
+def test_learned_scores_are_compared_with_the_floors_on_the_same_bags(dataset):
+    scorers = [FloorScorer(), _truth_scorer("perfect")]
+    k = evaluate(dataset, scorers, progress=False).summary["kinds"]
+    vs = k["perfect"]["bag"]["vs_floors"]
+    assert set(vs) == {"max_density", "mean_darkness", "edge_density", "blue_fraction"}
+    for d in vs.values():
+        lo, hi = d["on_threat"]["ci"]
+        assert lo <= d["on_threat"]["diff"] <= hi and d["target_benign_alarm"] == 0.05
+    assert "vs_floors" not in k["max_density"]["bag"]  # floors are not compared with floors
 
 
 def test_floors_on_generated_bags(dataset):
@@ -157,6 +175,7 @@ def test_heat_windows_add_a_heat_read_row_per_kind(dataset):
     assert k["perfect"]["window"]["b"]["all"]["threshold_at_far"] in (0.0, 1.0)
     assert k["perfect@heat"]["bag"]["auc_peak"] == k["perfect"]["bag"]["auc_peak"]
     assert k["perfect@heat"]["pixel"] is None
+    assert "vs_floors" not in k["perfect@heat"]["bag"]  # same bag figures: compared once
     plain = evaluate(dataset, [_truth_scorer("perfect")], progress=False)
     assert set(plain.summary["kinds"]) == {"perfect"}
 
