@@ -51,6 +51,7 @@ def project_threat(
     *,
     seed: int,
     position: tuple[float, float] | None = None,
+    thickness: float = 1.0,
 ) -> TipResult:
     """Insert one simulated threat into ``scan``.
 
@@ -60,21 +61,26 @@ def project_threat(
         seed: Seeds the threat's shape, orientation and (if not given) position.
         position: Threat centre ``(x, y)`` in pixels; default a random point
             inside the bag (darker than the empty belt) where the threat fits.
+        thickness: Scales the threat's areal density (matter in the beam path):
+            < 1 a thinner threat (a lighter blade), > 1 a thicker one. The
+            polychromatic transmission is recomputed, so colour follows physics.
 
     Returns:
         The new scan with the threat's mask and box.
 
     Raises:
-        ValueError: for an unknown threat name.
+        ValueError: for an unknown threat name or a thickness that is not > 0.
     """
     if threat not in THREATS:
         raise ValueError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    if not np.isfinite(thickness) or thickness <= 0:
+        raise ValueError(f"thickness must be a positive number, not {thickness!r}")
     rng = np.random.default_rng(seed)
     h, w = scan.shape
     pixel_mm = scan.pixel_mm or _DEFAULT_FIELD_MM / max(h, w)
     areal, footprint = threat_areal(threat, rng, pixel_mm)
     mus = np.stack([physics.mass_mu(physics.MATERIALS[m].formula) for m in MATERIAL_NAMES])
-    t_threat = physics.transmissions(areal, mus)  # (2, th, tw), noise-free
+    t_threat = physics.transmissions(areal * np.float32(thickness), mus)  # (2, th, tw)
     # Exactly 1 off the footprint (the float32 weight sum is 1 - 6e-8), so pixels
     # outside the threat stay bit-identical.
     t_threat = np.where(footprint[None], t_threat, np.float32(1.0))
@@ -94,6 +100,8 @@ def project_threat(
 
     meta = dict(scan.meta)
     meta["tip"] = {"threat": threat, "seed": int(seed), "source_sha256": scan.sha256}
+    if thickness != 1.0:
+        meta["tip"]["thickness"] = float(thickness)
     if scan.raw is not None:
         raw = scan.raw.copy()
         if raw.shape[0] == 2:

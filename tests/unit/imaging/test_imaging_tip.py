@@ -91,3 +91,23 @@ def test_grey_projection_and_clipping(clean):
         project_threat(scan, "knife", seed=1, position=(-5000.0, -5000.0))
     with pytest.raises(ValueError, match="unknown threat"):
         project_threat(scan, "bazooka", seed=1)
+
+
+def test_thickness_scales_the_threats_matter_and_nothing_else(clean):
+    pos = (200.0, 150.0)
+    full = project_threat(clean.scan, "knife", seed=9, position=pos)
+    thin = project_threat(clean.scan, "knife", seed=9, position=pos, thickness=0.3)
+    same = project_threat(clean.scan, "knife", seed=9, position=pos, thickness=1.0)
+    np.testing.assert_array_equal(same.scan.raw, full.scan.raw)  # 1 = the default exactly
+    assert thin.box == full.box and (thin.mask == full.mask).all()
+    m = full.mask
+    # Polychromatic Beer-Lambert: the thin threat attenuates less everywhere, and more
+    # than 0.3 x the full one (beam hardening: thick steel attenuates sub-linearly).
+    a_full = -np.log(full.scan.raw[:, m] / clean.scan.raw[:, m])
+    a_thin = -np.log(thin.scan.raw[:, m] / clean.scan.raw[:, m])
+    assert (a_thin <= a_full + 1e-6).all()
+    assert 0.3 <= np.median(a_thin / np.maximum(a_full, 1e-6)) <= 0.6
+    assert thin.scan.meta["tip"]["thickness"] == 0.3 and "thickness" not in full.scan.meta["tip"]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="thickness"):
+            project_threat(clean.scan, "knife", seed=9, thickness=bad)
