@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xrayscreen.evaluation import bootstrap as bag_bootstrap
 from xrayscreen.evaluation.metrics import detection_at_far, roc_auc
 from xrayscreen.inference import context, scan_norm
 from xrayscreen.inference.windows import WindowGrid, fold_mean
@@ -129,6 +130,29 @@ class Tally:
             float(np.mean(np.concatenate(self.neg_a) > thr)),
             float(np.mean(np.concatenate(self.pos) > thr)),
         )
+
+    def bag_interval(self, far: float = 0.05) -> list[float] | None:
+        """95 % bag-resampled bootstrap interval of the share of threat bags alarmed on
+        the threat at ``far`` (``xrayscreen.evaluation.bootstrap``)."""
+        ci = bag_bootstrap.bag_intervals(
+            np.array(self.peaks_b), np.array(self.peaks_t_any), np.array(self.peaks_t), (far,)
+        )
+        iv = ci["operating"].get(far, {}).get("threat_alarm_on_threat")
+        return None if iv is None else [round(v, 4) for v in iv]
+
+
+def paired_bag(a: Tally, b: Tally, far: float = 0.05) -> dict:
+    """Tally ``a`` minus tally ``b`` (the same bags, in the same order) at the bag point:
+    the paired bootstrap of ``xrayscreen.evaluation.bootstrap.paired_difference``."""
+
+    def peaks(t: Tally):
+        return np.array(t.peaks_b), np.array(t.peaks_t_any), np.array(t.peaks_t)
+
+    d = bag_bootstrap.paired_difference(peaks(a), peaks(b), far)
+    return {
+        k: None if d[k] is None else [round(d[k]["diff"], 4), [round(v, 4) for v in d[k]["ci"]]]
+        for k in ("auc_peak", "on_threat")
+    }
 
 
 def finish(spec, bag: Bag, j: int) -> np.ndarray:

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 out.update(tally.window_figures())
                 _, on_threat, window_far, _ = tally.bag_point(0.05)
                 out["bag_on_threat@5%"] = round(on_threat, 4)
+                out["bag_on_threat@5%_ci95"] = tally.bag_interval(0.05)
                 # What the bag operating point asks of a window: the share of benign-bag
                 # windows above it (the tail the bag goal is read in).
                 out["window_far_at_bag5%"] = round(window_far, 6)

@@ -51,6 +51,22 @@ def _dfeat(bundle, xw: torch.Tensor, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+@torch.no_grad()
+def _embed(bundle, xw: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """The feature memory's standardised embedding of each window (pooled G_E map at the
+    memory's level), float16: what the k-NN compares, for heads trained on it."""
+    from xrayscreen.model import feature_bank
+
+    bank = bundle.feature_bank
+    body = feature_bank.encoder_body(bundle.generator.eval())
+    out = []
+    for i in range(0, len(xw), batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f = feature_bank.encoder_map(body, xw[i : i + batch], bank.level)
+        out.append(((feature_bank.pool(f) - bank.mean) / bank.std).half().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(bank.mean)), np.float16)
+
+
 def _zoomed_windows(scan, sc, g, idx: torch.Tensor, zoom: float) -> torch.Tensor:
     """For each protocol window ``idx``, the product's zoomed-out window (same size,
     same centre, on the scan shrunk ``zoom`` times; ``xrayscreen.inference.zoom``)."""
@@ -107,6 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="override a numeric score parameter of every bundle (e.g. k=1)",
+    )
+    p.add_argument(
+        "--embed",
+        action="store_true",
+        help="also store each window's feature-memory embedding (float16; TIP-head research)",
+    )
+    p.add_argument(
+        "--embed-only",
+        action="store_true",
+        help="store the embeddings and skip the scores (they are then zeros)",
     )
     p.add_argument(
         "--zoom",
@@ -219,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
                     xw = _gather(padded, g, idx)
                 if dims is not None:
                     xw = xw.flip(dims)
-                o = sc.engine.score_windows(xw, residual=False)
-                raw[idx.numpy()] = o.latent.float().cpu().numpy()
+                if not a.embed_only:
+                    o = sc.engine.score_windows(xw, residual=False)
+                    raw[idx.numpy()] = o.latent.float().cpu().numpy()
+                if a.embed or a.embed_only:
+                    e = _embed(sc.bundle, xw)
+                    emb = np.zeros((len(g), e.shape[1]), np.float16)
+                    emb[idx.numpy()] = e
+                    out[f"{key}_m{j}_emb"] = emb
                 if nets:
                     df = np.zeros(len(g), dtype=np.float32)
                     df[idx.numpy()] = _dfeat(nets[j], xw)
