@@ -115,6 +115,35 @@ class Comparison:
         act = data.get("active")
         return cls(ModelEvaluation(**data["new"]), ModelEvaluation(**act) if act else None)
 
+    def difference(self, key: str) -> dict[str, Any] | None:
+        """New minus active for ``key`` (``"far"``: the bag false-alarm rate; ``"det"``:
+        the detection rate), each model at its own threshold, on the same items, with a
+        paired 95 % bootstrap interval (:func:`~xrayscreen.evaluation.bootstrap.
+        paired_rate_difference`). ``None`` when the two are not comparable item by item:
+        no active model, other held-out bags, a cancelled run that scored fewer, or none.
+
+        Raises:
+            ValueError: for a key other than ``"far"`` / ``"det"``.
+        """
+        from xrayscreen.evaluation.bootstrap import paired_rate_difference
+
+        if key not in ("far", "det"):
+            raise ValueError(f"unknown comparison figure {key!r}")
+        new, act = self.new, self.active
+        if act is None:
+            return None
+        if key == "far":
+            if new.holdout_fingerprint != act.holdout_fingerprint:
+                return None
+            x, y = new.bag_peaks, act.bag_peaks
+        else:
+            x, y = new.threat_peaks, act.threat_peaks
+        if not x or len(x) != len(y):
+            return None
+        return paired_rate_difference(
+            np.asarray(x) >= new.threshold, np.asarray(y) >= act.threshold
+        )
+
 
 # ---------------------------------------------------------------------------- TIP
 def tip_available() -> bool:

@@ -87,3 +87,37 @@ def test_tip_projection_is_used_when_available(bundle, monkeypatch):
 def test_evaluation_json_roundtrip():
     ev = ModelEvaluation("m", 2.0, 3, 1 / 3, [0.5, 2.5, 1.0], "fp")
     assert ModelEvaluation(**ev.to_dict()) == ev
+
+
+def _ev(peaks, tpeaks, fp="fp", thr=2.0, mid="m"):
+    p, t = np.asarray(peaks, float), np.asarray(tpeaks, float)
+    return ModelEvaluation(
+        mid, thr, len(p), float((p >= thr).mean()), list(p), fp,
+        len(t), float((t >= thr).mean()) if len(t) else None, list(t), True,
+    )  # fmt: skip
+
+
+def test_comparison_difference_is_paired_and_knows_when_it_cannot_compare():
+    rng = np.random.default_rng(0)
+    bags = rng.normal(0, 1, 40)
+    threats = rng.normal(2, 1, 40)
+    same = Comparison(_ev(bags, threats), _ev(bags, threats))
+    assert same.difference("far") == {"diff": 0.0, "ci": [0.0, 0.0], "n": 40}
+    # The new model: no bag alarms (every peak 3 lower), the same threats.
+    better = Comparison(_ev(bags - 3.0, threats), _ev(bags, threats))
+    d = better.difference("far")
+    assert d["diff"] == pytest.approx(-(bags >= 2.0).mean())
+    assert d["ci"][1] <= 0.0 and better.difference("det")["diff"] == 0.0
+    # One bag of forty differs: the interval holds zero.
+    one = bags.copy()
+    one[np.argmax(bags < 2.0)] = 5.0
+    lo, hi = Comparison(_ev(one, threats), _ev(bags, threats)).difference("far")["ci"]
+    assert lo <= 0.0 <= hi
+    assert Comparison(_ev(bags, threats), None).difference("far") is None
+    assert (
+        Comparison(_ev(bags, threats, fp="a"), _ev(bags, threats, fp="b")).difference("far") is None
+    )
+    assert Comparison(_ev(bags, threats), _ev(bags, threats[:-1])).difference("det") is None
+    assert Comparison(_ev(bags, []), _ev(bags, [])).difference("det") is None
+    with pytest.raises(ValueError, match="unknown comparison figure"):
+        same.difference("auc")

@@ -186,3 +186,38 @@ def paired_difference(
     if len(a[2]):
         out["on_threat"] = point_and_draws(lambda d, p: _shares(d, p, target), 2)
     return out
+
+
+def paired_rate_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> dict | None:
+    """Difference of two alarm rates on the *same* items at fixed thresholds (share of
+    ``a`` minus share of ``b``), with a paired bootstrap interval (the items resampled
+    together). For two models scored on the same held-out bags, or the same projected
+    threats: an interval that holds 0 means these items cannot tell them apart.
+
+    Args:
+        a, b: ``(n,)`` booleans (alarmed or not), item ``i`` the same in both.
+        resamples, level, seed: As :func:`bag_intervals`.
+
+    Returns:
+        ``{"diff", "ci": [lo, hi], "n"}``, or ``None`` for no items.
+
+    Raises:
+        ValueError: for bad settings or arrays of different lengths.
+    """
+    _check(resamples, level)
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if len(a) != len(b):
+        raise ValueError("paired rates must cover the same items")
+    if len(a) == 0:
+        return None
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), (resamples, len(d)))
+    return {"diff": float(d.mean()), "ci": _interval(d[idx].mean(axis=1), level), "n": len(d)}

@@ -3,8 +3,11 @@
 Two figures decide whether to switch, both measured at the operator's current
 threshold on exactly the same held-out normal bags and the same TIP-projected
 threats: the bag false-alarm rate (lower is better) and the detection rate
-(higher is better). The card only reports; the analyst presses **Activate** or
-**Discard** (nothing switches by itself).
+(higher is better). Beside them, new minus active with a paired 95 % bootstrap
+interval (the same bags resampled for both models): a difference is coloured only
+when its interval excludes zero, so one bag of twenty does not paint the new model
+green. The card only reports; the analyst presses **Activate** or **Discard**
+(nothing switches by itself).
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ def _count(ev: ModelEvaluation | None, rate: float | None, n: int) -> str:
     if ev is None or rate is None:
         return "—"
     return f"{_pct(rate)}  ({round(rate * n)}/{n})"
+
+
+def _difference_text(diff: dict | None) -> str:
+    """``+5.0 points [-5.0 to +15.0]`` (rates in percentage points), or a dash."""
+    if diff is None:
+        return "—"
+    lo, hi = diff["ci"]
+    return f"{100 * diff['diff']:+.1f} points [{100 * lo:+.1f} to {100 * hi:+.1f}]"
 
 
 class ModelCompareCard(QFrame):
@@ -88,7 +99,7 @@ class ModelCompareCard(QFrame):
             ("far", f"Bag false-alarm rate at {thr:.2f}" if thr is not None else "Bag false-alarm rate", "", -1),
             ("det", "Detection rate, projected threats", "", +1),
         ]  # fmt: skip
-        for c, head in enumerate(("", "New", "Active")):
+        for c, head in enumerate(("", "New", "Active", "New − active (95 %)")):
             h = QLabel(f"<b>{head}</b>")
             grid.addWidget(h, 0, c)
         values = {
@@ -102,8 +113,13 @@ class ModelCompareCard(QFrame):
                 cell.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
                 grid.addWidget(cell, r, c)
                 self.cells[(key, side)] = cell
-            if better and new is not None and act is not None:
-                self._colour(key, better, new, act)
+            if better and comparison is not None:
+                diff = comparison.difference(key)
+                cell = QLabel(_difference_text(diff))
+                cell.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                grid.addWidget(cell, r, 3)
+                self.cells[(key, "diff")] = cell
+                self._colour(key, better, diff)
         note = QLabel(self._note(comparison))
         note.setWordWrap(True)
         note.setObjectName("compareNote")
@@ -132,15 +148,18 @@ class ModelCompareCard(QFrame):
             "det": _count(ev, ev.detection_rate if ev else None, ev.n_threats if ev else 0),
         }
 
-    def _colour(self, key: str, better: int, new: ModelEvaluation, act: ModelEvaluation) -> None:
-        a = new.bag_far if key == "far" else new.detection_rate
-        b = act.bag_far if key == "far" else act.detection_rate
-        if a is None or b is None or a == b:
+    def _colour(self, key: str, better: int, diff: dict | None) -> None:
+        """Green / red only for a difference these bags can show: a paired interval
+        that holds 0 (one bag of twenty, say) stays uncoloured."""
+        if diff is None:
             return
-        new_better = (a - b) * better > 0
-        cell = self.cells[(key, "new")]
+        lo, hi = diff["ci"]
+        if lo <= 0.0 <= hi:
+            return
+        new_better = diff["diff"] * better > 0
         colour = BETTER if new_better else WORSE
-        cell.setStyleSheet(f"color: {colour.name()}; font-weight: bold;")
+        for side in ("new", "diff"):
+            self.cells[(key, side)].setStyleSheet(f"color: {colour.name()}; font-weight: bold;")
 
     @staticmethod
     def _note(comparison: Comparison | None) -> str:
@@ -159,6 +178,10 @@ class ModelCompareCard(QFrame):
             )
         if comparison.active is None:
             parts.append("The active model could not be evaluated on these bags.")
+        parts.append(
+            "A difference is coloured only when its 95 % interval (the same bags resampled "
+            "for both models) excludes zero; otherwise these bags cannot tell the models apart."
+        )
         if comparison.new.n_bags < 20:
             parts.append(
                 f"Only {comparison.new.n_bags} held-out bags: one bag moves the false-alarm rate "

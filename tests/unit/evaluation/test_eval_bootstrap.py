@@ -102,3 +102,20 @@ def test_paired_difference_refuses_unpaired_inputs_and_handles_empty_ones():
     assert bootstrap.paired_difference((e, t, t), (e, t, t), 0.05)["on_threat"] is None
     d = bootstrap.paired_difference((b, t, e), (b, t, e), 0.05)
     assert d["on_threat"] is None and d["auc_peak"] is not None
+
+
+def test_paired_rate_difference_counts_only_the_items_that_differ():
+    a = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0] * 3, bool)
+    same = bootstrap.paired_rate_difference(a, a)
+    assert same == {"diff": 0.0, "ci": [0.0, 0.0], "n": 30}
+    b = a.copy()
+    b[[0, 1, 4]] = False  # three items alarm only with a
+    d = bootstrap.paired_rate_difference(a, b)
+    assert d["diff"] == pytest.approx(0.1) and d["ci"][0] >= 0.0 and d["ci"][1] > 0.1
+    one = a.copy()
+    one[2] = True  # a single item differs: the interval holds 0
+    lo, hi = bootstrap.paired_rate_difference(a, one)["ci"]
+    assert lo <= 0 <= hi
+    assert bootstrap.paired_rate_difference(np.zeros(0, bool), np.zeros(0, bool)) is None
+    with pytest.raises(ValueError, match="same items"):
+        bootstrap.paired_rate_difference(a, a[:-1])
