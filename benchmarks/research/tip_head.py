@@ -95,6 +95,18 @@ def logits(net, emb: np.ndarray) -> np.ndarray:
     return net(torch.from_numpy(emb.astype(np.float32))).squeeze(1).numpy()
 
 
+def tally_of(spec, parts, lam: float, views: str, head_only: bool = False) -> Tally:
+    """Figures of each view's evidence plus ``lam`` x the head's (on the views ``views``
+    names), or of the head alone; then the views' max and the bundle's context."""
+    lf = lam if views in ("both", "fine") else 0.0
+    lz = lam if views in ("both", "zoom") else 0.0
+    t = Tally()
+    for b, valid, ef, ez, nf, nz in parts:
+        s = torch.maximum(nf, nz) if head_only else torch.maximum(ef + lf * nf, ez + lz * nz)
+        t.add(b, context.apply(spec, s, b.grid, valid).double().numpy())
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tip", required=True)
@@ -132,62 +144,36 @@ def main(argv: list[str] | None = None) -> int:
                 s = logits(net, x[bag > cut])
                 tip_auc = roc_auc(s[y[bag > cut] == 1], s[y[bag > cut] == 0])
                 heads.append((train_head(x, y, hidden, a.seed), round(float(tip_auc), 4)))
-            reference = None
+            # Per bag, once: each view's normalised GANomaly score plus density (the
+            # shipped evidence before the views' max) and the head's normalised logits.
+            parts = []
+            for i, name in enumerate(names):
+                b = fine[name]
+                if b.kind == "benign" and b.name not in keep:
+                    continue
+                valid = torch.from_numpy(~b.belt)
+                w = a.density_weight
+                ef = scan_norm.normalise(spec, torch.from_numpy(b.raw[int(ridx)]), valid)
+                ef = ef + w * density.normalise(torch.from_numpy(b.meand), valid)
+                ez = scan_norm.normalise(spec, torch.from_numpy(coarse[name].raw[int(ridx)]), valid)
+                dz = torch.from_numpy(_zoomed_density(b.meand, b.grid, "meand"))
+                ez = ez + w * density.normalise(dz, valid)
+                # The head's logits as a robust z within the scan (density's small floor).
+                nf = density.normalise(
+                    torch.from_numpy(logits(heads[0][0], emb_f[f"s{i}_m{j}_emb"])), valid
+                )
+                nz = density.normalise(
+                    torch.from_numpy(logits(heads[1][0], emb_z[f"s{i}_m{j}_emb"])), valid
+                )
+                parts.append((b, valid, ef, ez, nf, nz))
+
+            # The shipped evidence (no head): the paired reference.
+            reference = tally_of(spec, parts, 0.0, a.views)
             for lam in a.lams:
-                tally, only = Tally(), Tally()
-                for i, name in enumerate(names):
-                    b = fine[name]
-                    if b.kind == "benign" and b.name not in keep:
-                        continue
-                    valid = torch.from_numpy(~b.belt)
-                    hf = torch.from_numpy(logits(heads[0][0], emb_f[f"s{i}_m{j}_emb"]))
-                    hz = torch.from_numpy(logits(heads[1][0], emb_z[f"s{i}_m{j}_emb"]))
-                    rf = torch.from_numpy(b.raw[int(ridx)])
-                    rz = torch.from_numpy(coarse[name].raw[int(ridx)])
-                    zf, zz = (
-                        scan_norm.normalise(spec, rf, valid),
-                        scan_norm.normalise(spec, rz, valid),
-                    )
-                    df = density.normalise(torch.from_numpy(b.meand), valid)
-                    dz = density.normalise(
-                        torch.from_numpy(_zoomed_density(b.meand, b.grid, "meand")), valid
-                    )
-                    nf = density.normalise(hf, valid)  # a robust z with a small floor
-                    nz = density.normalise(hz, valid)
-                    w = a.density_weight
-                    lf = lam if a.views in ("both", "fine") else 0.0
-                    lz = lam if a.views in ("both", "zoom") else 0.0
-                    s = torch.maximum(zf + w * df + lf * nf, zz + w * dz + lz * nz)
-                    tally.add(b, context.apply(spec, s, b.grid, valid).double().numpy())
-                    if lam == a.lams[0]:
-                        only.add(
-                            b,
-                            context.apply(spec, torch.maximum(nf, nz), b.grid, valid)
-                            .double()
-                            .numpy(),
-                        )
-                if reference is None:
-                    # The shipped evidence (no head), built once: the paired reference.
-                    reference = Tally()
-                    for name in names:
-                        b = fine[name]
-                        if b.kind == "benign" and b.name not in keep:
-                            continue
-                        valid = torch.from_numpy(~b.belt)
-                        s0 = torch.maximum(
-                            scan_norm.normalise(spec, torch.from_numpy(b.raw[int(ridx)]), valid)
-                            + a.density_weight
-                            * density.normalise(torch.from_numpy(b.meand), valid),
-                            scan_norm.normalise(
-                                spec, torch.from_numpy(coarse[name].raw[int(ridx)]), valid
-                            )
-                            + a.density_weight
-                            * density.normalise(
-                                torch.from_numpy(_zoomed_density(b.meand, b.grid, "meand")), valid
-                            ),
-                        )
-                        reference.add(b, context.apply(spec, s0, b.grid, valid).double().numpy())
-                rows = [("combined", tally)] + ([("head_only", only)] if lam == a.lams[0] else [])
+                tally = tally_of(spec, parts, lam, a.views)
+                first = lam == a.lams[0]
+                only = tally_of(spec, parts, 0.0, a.views, head_only=True) if first else None
+                rows = [("combined", tally)] + ([("head_only", only)] if first else [])
                 for label, t in rows:
                     out = {
                         "bundle": Path(str(path)).name,
