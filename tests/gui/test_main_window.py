@@ -371,10 +371,12 @@ def test_threshold_read_out_names_the_bag_rate_it_rests_on():
     assert "No bag-level" in ThresholdPanel.describe(no_bags, 2.0)
     emp = Calibration.fit(pooled, 0.01, scans)
     text = ThresholdPanel.describe(emp, 2.0)
-    assert f"{emp.bag_far(2.0) * 100:.1f} % of normal bags" in text and "held-out" not in text
+    assert f"{emp.bag_far(2.0) * 100:.1f} % of normal bags" in text
+    lo, hi = emp.bag_far_interval(2.0)
+    assert f"95 % interval {lo * 100:.0f}-{hi * 100:.0f} %" in text
     fit = Calibration.fit(pooled, 0.01, scans, target_bag_far=0.05, bag_rule="gumbel")
     t = fit.default_threshold
     text = ThresholdPanel.describe(fit, t)
     hits = int(round(fit.bag_far(t) * 20))
     assert f"{fit.bag_far_fitted(t) * 100:.1f} % of normal bags" in text
-    assert f"({hits} of 20 held-out bags did)" in text
+    assert f"({hits} of 20 held-out bags did; 95 % interval" in text

@@ -178,3 +178,18 @@ def test_a_second_bag_target_starts_from_the_window_rule():
     strict = cal.default_threshold
     cal.set_bag_target(0.5, "gumbel")
     assert cal.default_threshold < strict and cal.default_threshold >= 2.0
+
+
+def _cal(bag_maxima):
+    return Calibration([0.5, 0.99], [1.0, 2.0], 100, bag_maxima=list(bag_maxima))
+
+
+def test_bag_far_interval_is_the_wilson_interval_of_the_held_out_count():
+    cal = _cal([0.5] * 7)  # 0 of 7 held-out bags reach 1.0
+    lo, hi = cal.bag_far_interval(1.0)
+    assert lo == 0.0 and hi == pytest.approx(0.3543, abs=1e-3)  # the textbook 0/7 upper bound
+    lo, hi = cal.bag_far_interval(0.0)  # 7 of 7
+    assert hi == 1.0 and lo == pytest.approx(1 - 0.3543, abs=1e-3)
+    half = _cal([0.0] * 50 + [2.0] * 50).bag_far_interval(1.0)
+    assert half[0] < 0.5 < half[1] and half[1] - half[0] == pytest.approx(0.19, abs=0.01)
+    assert _cal([]).bag_far_interval(1.0) is None

@@ -148,15 +148,21 @@ class ThresholdPanel(QGroupBox):
         if bag is None:
             return text + " (No bag-level calibration in this model.)"
         n = len(calibration.bag_maxima)
+        # The raw count and its 95 % interval beside any estimate, so the analyst sees
+        # how few bags it rests on.
+        lo, hi = calibration.bag_far_interval(t)
+        count = (
+            f"({round(bag * n)} of {n} held-out bags did; "
+            f"95 % interval {lo * 100:.0f}-{hi * 100:.0f} %)"
+        )
         fitted = calibration.bag_far_fitted(t)
         if fitted is not None:
-            # The smooth estimate from the Gumbel law fitted to the held-out peaks, with
-            # the raw count beside it so the analyst sees how few bags it rests on.
+            # The smooth estimate from the Gumbel law fitted to the held-out peaks.
             return (
-                f"≈ {fitted * 100:.1f} % of normal bags would alarm at this threshold "
-                f"({round(bag * n)} of {n} held-out bags did). " + text
+                f"≈ {fitted * 100:.1f} % of normal bags would alarm at this threshold {count}. "
+                + text
             )
-        return f"≈ {bag * 100:.1f} % of normal bags would alarm at this threshold. " + text
+        return f"≈ {bag * 100:.1f} % of normal bags would alarm at this threshold {count}. " + text
 
 
 class RegionsPanel(QGroupBox):

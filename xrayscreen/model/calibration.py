@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -244,6 +245,23 @@ class Calibration:
         if not self.bag_maxima:
             return None
         return float(np.mean(np.asarray(self.bag_maxima) >= calibrated_threshold))
+
+    def bag_far_interval(
+        self, calibrated_threshold: float, level: float = 0.95
+    ) -> tuple[float, float] | None:
+        """Wilson score interval of the share of normal bags that alarm at the threshold,
+        from the k of n held-out bags that did: how far a handful of held-out bags lets
+        any estimate of it be trusted (0 of 7 still allows up to about 35 %). ``None``
+        without held-out bags."""
+        if not self.bag_maxima:
+            return None
+        n = len(self.bag_maxima)
+        p = float(np.mean(np.asarray(self.bag_maxima) >= calibrated_threshold))
+        z = NormalDist().inv_cdf(0.5 + level / 2.0)
+        denom = 1.0 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
+        return max(0.0, centre - half), min(1.0, centre + half)
 
     def bag_far_fitted(self, calibrated_threshold: float) -> float | None:
         """Share of normal bags expected to alarm at the threshold under the fitted
