@@ -132,45 +132,20 @@ class Tally:
         )
 
     def window_auc_interval(
-        self, pool: str, cls: int | None = None, resamples: int = 1000, seed: int = 0
-    ) -> list[float]:
-        """95 % bootstrap interval of a window AUC with the *bags* resampled (the windows of
-        one bag are not independent): pool ``"a"`` draws threat bags (positives) and benign
-        bags (negatives) independently, pool ``"b"`` draws threat bags with their own
-        box-free windows. ``cls`` 0 / 1 keeps gun / knife positives only. Ties count half."""
-        rng = np.random.default_rng(seed)
+        self, pool: str, cls: int | None = None, resamples: int = 2000, seed: int = 0
+    ) -> list[float] | None:
+        """95 % bootstrap interval of a window AUC with the *bags* resampled
+        (``xrayscreen.evaluation.bootstrap.clustered_auc_interval``); ``cls`` 0 / 1 keeps
+        gun / knife positives only."""
         pos = [p if cls is None else p[c == cls] for p, c in zip(self.pos, self.cls)]
-        negs = self.neg_a if pool == "a" else self.neg_b
-        scores = np.concatenate(pos + list(negs))
-        is_pos = np.r_[np.ones(sum(map(len, pos)), bool), np.zeros(sum(map(len, negs)), bool)]
-        # Cluster ids: threat bags 0..T-1 for positives; negatives' own bags after them
-        # (pool a) or the same threat bags (pool b).
-        t = len(pos)
-        gid = np.concatenate(
-            [np.full(len(p), i) for i, p in enumerate(pos)]
-            + [np.full(len(n), (t + i) if pool == "a" else i) for i, n in enumerate(negs)]
+        iv = bag_bootstrap.clustered_auc_interval(
+            pos,
+            self.neg_a if pool == "a" else self.neg_b,
+            same_bags=pool == "b",
+            resamples=resamples,
+            seed=seed,
         )
-        _, inv = np.unique(scores, return_inverse=True)
-        u = inv.max() + 1
-        n_groups = t + (len(negs) if pool == "a" else 0)
-        aucs = []
-        for _ in range(resamples):
-            if pool == "a":
-                w_g = np.r_[
-                    np.bincount(rng.integers(0, t, t), minlength=t),
-                    np.bincount(rng.integers(0, len(negs), len(negs)), minlength=len(negs)),
-                ]
-            else:
-                w_g = np.bincount(rng.integers(0, t, t), minlength=n_groups)
-            w = w_g[gid].astype(np.float64)
-            wp = np.bincount(inv[is_pos], w[is_pos], minlength=u)
-            wn = np.bincount(inv[~is_pos], w[~is_pos], minlength=u)
-            below = np.cumsum(wn) - wn
-            den = wp.sum() * wn.sum()
-            if den > 0:
-                aucs.append(float((wp * (below + 0.5 * wn)).sum() / den))
-        lo, hi = np.quantile(aucs, [0.025, 0.975])
-        return [round(float(lo), 4), round(float(hi), 4)]
+        return None if iv is None else [round(v, 4) for v in iv]
 
     def bag_interval(self, far: float = 0.05) -> list[float] | None:
         """95 % bag-resampled bootstrap interval of the share of threat bags alarmed on

@@ -95,6 +95,7 @@ def test_evaluate_writes_every_output(tmp_path, folder, capsys):
     assert "## Window ROC AUC" in md and "| latent |" in md
     assert "95 % bootstrap intervals" in md and " %]" in md  # bag figures carry intervals
     assert "### Bag level against the floors (paired)" in md and "| latent | max density" in md
+    assert "95 % intervals of these AUCs with the *bags* resampled" in md
     assert "corrupt.png" in capsys.readouterr().err
 
 

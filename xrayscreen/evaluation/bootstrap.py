@@ -221,3 +221,71 @@ def paired_rate_difference(
     d = a - b
     idx = np.random.default_rng(seed).integers(0, len(d), (resamples, len(d)))
     return {"diff": float(d.mean()), "ci": _interval(d[idx].mean(axis=1), level), "n": len(d)}
+
+
+def _pair_counts(pos: list[np.ndarray], neg: list[np.ndarray]) -> np.ndarray:
+    """``A[g, h]`` = Mann-Whitney count of bag ``g``'s positives over bag ``h``'s
+    negatives (pairs with pos > neg, ties counted half)."""
+    flat = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in pos])
+    owner = np.concatenate([np.full(len(p), g) for g, p in enumerate(pos)])
+    a = np.zeros((len(pos), len(neg)))
+    for h, n in enumerate(neg):
+        srt = np.sort(np.asarray(n, dtype=np.float64).ravel())
+        lt = np.searchsorted(srt, flat, "left")
+        le = np.searchsorted(srt, flat, "right")
+        a[:, h] = np.bincount(owner, lt + 0.5 * (le - lt), minlength=len(pos))
+    return a
+
+
+def clustered_auc_interval(
+    pos: list[np.ndarray],
+    neg: list[np.ndarray],
+    *,
+    same_bags: bool,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> list[float] | None:
+    """Percentile interval of a window AUC with the *bags* resampled, not the windows:
+    the windows of one bag share its scanner, clutter and per-scan normalisation, so
+    resampling windows would pretend to tens of thousands of independent samples where
+    there are a few dozen bags.
+
+    The Mann-Whitney count between every pair of bags is taken once; a resample then only
+    re-weights those pairs by how often each bag was drawn, so the interval costs one
+    pass over the windows however many resamples are drawn.
+
+    Args:
+        pos: Anomalous window scores, one array per threat bag.
+        neg: Normal window scores, one array per bag.
+        same_bags: True when ``neg[i]`` comes from the same bag as ``pos[i]`` (the
+            box-free windows of the threat bags, pool (b)): those bags are drawn together.
+            False for normal windows of other bags (pool (a)): drawn independently.
+        resamples, level, seed: As :func:`bag_intervals`.
+
+    Returns:
+        ``[lo, hi]``, or ``None`` without positives or negatives.
+
+    Raises:
+        ValueError: for bad settings, or ``same_bags`` with lists of different lengths.
+    """
+    _check(resamples, level)
+    if same_bags and len(pos) != len(neg):
+        raise ValueError("same_bags needs one negative array per positive array")
+    n_p = np.array([len(p) for p in pos], dtype=np.float64)
+    n_n = np.array([len(n) for n in neg], dtype=np.float64)
+    if n_p.sum() == 0 or n_n.sum() == 0:
+        return None
+    a = _pair_counts(pos, neg)
+    rng = np.random.default_rng(seed)
+
+    def draws(n: int) -> np.ndarray:  # (resamples, n): how often each bag was drawn
+        idx = rng.integers(0, n, (resamples, n))
+        return np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
+
+    wp = draws(len(pos))
+    wn = wp if same_bags else draws(len(neg))
+    num = np.einsum("rg,gh,rh->r", wp, a, wn)
+    den = (wp @ n_p) * (wn @ n_n)
+    ok = den > 0
+    return _interval(num[ok] / den[ok], level) if ok.any() else None

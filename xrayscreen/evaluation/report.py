@@ -151,6 +151,24 @@ def window_table(report: dict[str, Any], metric: str = "auc", pct: bool = False)
     return lines
 
 
+def window_ci_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows of the bag-resampled 95 % intervals of the window AUCs (kinds that
+    have them), laid out like :func:`window_table`; no rows when none has one."""
+    classes = [c for c in report["counts"]["windows"].get("positives", {}) if c != "all"]
+    cols = [(p, c) for p in POOLS for c in ["all", *classes]]
+    lines = []
+    for name, k in report["kinds"].items():
+        cells = [k["window"].get(p, {}).get(c) or {} for p, c in cols]
+        if not any(cell.get("auc_ci") for cell in cells):
+            continue
+        vals = [_ci(cell.get("auc_ci")).strip() or "n/a" for cell in cells]
+        lines.append(f"| {_md(_kind_label(name))} | " + " | ".join(vals) + " |")
+    if not lines:
+        return []
+    head = "| score | " + " | ".join(f"{c} ({p})" for p, c in cols) + " |"
+    return [head, "|---" * (len(cols) + 1) + "|", *lines]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the tables an analyst reads."""
     s = report["settings"]
@@ -197,6 +215,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["", f"**Skipped {len(skipped)} file(s):**", ""]
         out += [f"- `{k['file']}`: {k['reason']}" for k in skipped]
     out += ["", "## Window ROC AUC", "", *window_table(report, "auc")]
+    ci_rows = window_ci_table(report)
+    if ci_rows:
+        out += [
+            "",
+            "95 % intervals of these AUCs with the *bags* resampled (the windows of one bag "
+            "are not independent; pool (b) draws each threat bag with its own box-free "
+            "windows):",
+            "",
+            *ci_rows,
+        ]
     out += [
         "",
         f"## Detection rate at {s['far']:.0%} window false-alarm rate",

@@ -238,6 +238,11 @@ def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[
                 det = detection_at_far(p, neg, far)
                 cols[cname] = {
                     "auc": _r(roc_auc(p, neg)),
+                    # Bags resampled, not windows; the @heat rows (the same scores read
+                    # off the map) are left out to keep the pass short.
+                    "auc_ci": None
+                    if "@" in name
+                    else _ri(_window_auc_ci(acc, dataset, pool, cname)),
                     "detection_at_far": _r(det.detection),
                     "threshold_at_far": _r(det.threshold, 6),
                     "achieved_far": _r(det.far),
@@ -324,6 +329,15 @@ def _bag_figures(
         iv = ci["operating"][op["target_benign_alarm"]]
         op["ci"] = {k: _ri(v) for k, v in iv.items()}
     return res
+
+
+def _window_auc_ci(acc: _KindAcc, dataset: Dataset, pool: str, cname: str) -> list[float] | None:
+    """Bag-resampled 95 % interval of one window-AUC cell (:mod:`bootstrap`)."""
+    pos = acc.pos
+    if cname != "all":
+        k = dataset.classes.index(cname)
+        pos = [p[c == k] for p, c in zip(acc.pos, acc.pos_cls)]
+    return bootstrap.clustered_auc_interval(pos, acc.neg[pool], same_bags=pool == "b")
 
 
 def _paired_against_floors(

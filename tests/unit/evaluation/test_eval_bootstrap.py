@@ -119,3 +119,36 @@ def test_paired_rate_difference_counts_only_the_items_that_differ():
     assert bootstrap.paired_rate_difference(np.zeros(0, bool), np.zeros(0, bool)) is None
     with pytest.raises(ValueError, match="same items"):
         bootstrap.paired_rate_difference(a, a[:-1])
+
+
+def _bags(rng, n_bags, n_win, shift, bag_sd):
+    """Windows of ``n_bags`` bags, each bag with its own offset (windows of a bag alike)."""
+    return [rng.normal(shift + rng.normal(0, bag_sd), 1.0, n_win) for _ in range(n_bags)]
+
+
+def test_clustered_auc_interval_holds_the_auc_and_widens_with_bag_effects():
+    rng = np.random.default_rng(3)
+    pos, neg = _bags(rng, 30, 20, 1.0, 0.0), _bags(rng, 40, 50, 0.0, 0.0)
+    auc = roc_auc(np.concatenate(pos), np.concatenate(neg))
+    lo, hi = bootstrap.clustered_auc_interval(pos, neg, same_bags=False)
+    assert lo <= auc <= hi
+    # The same number of windows, but bags that differ from each other: a wider interval
+    # (resampling windows would not see it).
+    pos_b, neg_b = _bags(rng, 30, 20, 1.0, 1.0), _bags(rng, 40, 50, 0.0, 1.0)
+    lo_b, hi_b = bootstrap.clustered_auc_interval(pos_b, neg_b, same_bags=False)
+    assert hi_b - lo_b > 1.5 * (hi - lo)
+    assert bootstrap.clustered_auc_interval(pos, neg, same_bags=False) == [lo, hi]  # seeded
+
+
+def test_clustered_auc_interval_pool_b_and_edge_cases():
+    rng = np.random.default_rng(4)
+    pos, neg = _bags(rng, 12, 10, 2.0, 0.5), _bags(rng, 12, 30, 0.0, 0.5)
+    lo, hi = bootstrap.clustered_auc_interval(pos, neg, same_bags=True)
+    assert lo <= roc_auc(np.concatenate(pos), np.concatenate(neg)) <= hi
+    perfect = bootstrap.clustered_auc_interval([np.ones(3)] * 4, [np.zeros(5)] * 4, same_bags=True)
+    assert perfect == [1.0, 1.0]
+    ties = bootstrap.clustered_auc_interval([np.ones(3)] * 4, [np.ones(5)] * 4, same_bags=False)
+    assert ties == [0.5, 0.5]
+    assert bootstrap.clustered_auc_interval([np.zeros(0)], [np.zeros(5)], same_bags=False) is None
+    with pytest.raises(ValueError, match="one negative array per positive"):
+        bootstrap.clustered_auc_interval(pos, neg[:-1], same_bags=True)

@@ -78,6 +78,10 @@ def test_perfect_random_inverted(dataset):
     assert k["perfect"]["bag"]["auc_peak_ci"] == [1.0, 1.0]
     assert ops[0]["ci"]["threat_alarm_on_threat"] == [1.0, 1.0]
     assert k["perfect"]["bag"]["ci"]["unit"] == "bag"
+    # Window AUCs carry bag-resampled intervals too (perfect: exactly 1).
+    assert k["perfect"]["window"]["a"]["all"]["auc_ci"] == [1.0, 1.0]
+    lo, hi = k["random"]["window"]["b"]["all"]["auc_ci"]
+    assert lo <= k["random"]["window"]["b"]["all"]["auc"] <= hi
     for op in k["random"]["bag"]["operating"]:
         lo, hi = op["ci"]["threat_any_alarm"]
         assert lo <= op["threat_any_alarm"] <= hi
@@ -176,6 +180,7 @@ def test_heat_windows_add_a_heat_read_row_per_kind(dataset):
     assert k["perfect@heat"]["bag"]["auc_peak"] == k["perfect"]["bag"]["auc_peak"]
     assert k["perfect@heat"]["pixel"] is None
     assert "vs_floors" not in k["perfect@heat"]["bag"]  # same bag figures: compared once
+    assert k["perfect@heat"]["window"]["a"]["all"]["auc_ci"] is None  # kept short
     plain = evaluate(dataset, [_truth_scorer("perfect")], progress=False)
     assert set(plain.summary["kinds"]) == {"perfect"}
 
