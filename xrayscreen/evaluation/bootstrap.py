@@ -111,26 +111,6 @@ def bag_intervals(
             else None,
         }
     return out
-    rng = np.random.default_rng(seed)
-    bs = np.sort(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)[:, ::-1]
-    ts = t[rng.integers(0, len(t), (resamples, len(t)))] if len(t) else None
-    hs = h[rng.integers(0, len(h), (resamples, len(h)))] if len(h) else None
-    if ts is not None:
-        # AUC = P(t > b) + 0.5 P(t == b) per resample, from its sorted benign peaks.
-        lt = np.stack([np.searchsorted(bs[r, ::-1], ts[r], "left") for r in range(resamples)])
-        le = np.stack([np.searchsorted(bs[r, ::-1], ts[r], "right") for r in range(resamples)])
-        auc = (lt + 0.5 * (le - lt)).mean(axis=1) / len(b)
-        out["auc_peak"] = _interval(auc, level)
-    for target in targets:
-        k = min(int(np.floor(target * len(b) + 1e-9)), len(b) - 1)
-        thr = bs[:, k][:, None]
-        out["operating"][target] = {
-            "threat_alarm_on_threat": _interval((hs > thr).mean(1), level)
-            if hs is not None
-            else None,
-            "threat_any_alarm": _interval((ts > thr).mean(1), level) if ts is not None else None,
-        }
-    return out
 
 
 def paired_difference(

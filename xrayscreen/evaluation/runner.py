@@ -360,17 +360,20 @@ def _paired_against_floors(
             np.array([acc.bag_hit[n] for n in hits], dtype=np.float64),
         )
 
+    if not benign:
+        return
+    floors = {f: peaks(kinds[f]) for f in FLOOR_NAMES if f in kinds}
     for name, acc in kinds.items():
-        if "@" in name or name in FLOOR_NAMES or not benign:
+        if "@" in name or name in FLOOR_NAMES:
             continue
+        mine = peaks(acc)
         vs = {}
-        for other in FLOOR_NAMES:
-            if other in kinds:
-                d = bootstrap.paired_difference(peaks(acc), peaks(kinds[other]), PAIRED_TARGET)
-                vs[other] = {
-                    k: None if d[k] is None else {"diff": _r(d[k]["diff"]), "ci": _ri(d[k]["ci"])}
-                    for k in ("auc_peak", "on_threat")
-                } | {"target_benign_alarm": PAIRED_TARGET}
+        for other, theirs in floors.items():
+            d = bootstrap.paired_difference(mine, theirs, PAIRED_TARGET)
+            vs[other] = {
+                k: None if d[k] is None else {"diff": _r(d[k]["diff"]), "ci": _ri(d[k]["ci"])}
+                for k in ("auc_peak", "on_threat")
+            } | {"target_benign_alarm": PAIRED_TARGET}
         figures[name]["bag"]["vs_floors"] = vs
 
 

@@ -253,10 +253,10 @@ class Calibration:
         from the k of n held-out bags that did: how far a handful of held-out bags lets
         any estimate of it be trusted (0 of 7 still allows up to about 35 %). ``None``
         without held-out bags."""
-        if not self.bag_maxima:
+        p = self.bag_far(calibrated_threshold)
+        if p is None:
             return None
         n = len(self.bag_maxima)
-        p = float(np.mean(np.asarray(self.bag_maxima) >= calibrated_threshold))
         z = NormalDist().inv_cdf(0.5 + level / 2.0)
         denom = 1.0 + z * z / n
         centre = (p + z * z / (2 * n)) / denom
