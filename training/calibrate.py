@@ -264,7 +264,7 @@ def _with_zoom_reference(bundle: ModelBundle, results: list) -> None:
             torch.from_numpy(fg),
             *(
                 None if d is None else torch.from_numpy(d)
-                for d in (r.raw_density, r.raw_density_zoom)
+                for d in (r.raw_density, r.raw_density_zoom, r.raw_head, r.raw_head_zoom)
             ),
         )
         r.window_scores = s.numpy().astype(np.float32)

@@ -94,6 +94,18 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "weight of the window's density (robust z within the scan) added to the model's "
         "per-scan score (0 = off)",
     ),
+    "tip_weight": (
+        "tip_weight",
+        float,
+        "weight of a head trained on simulated threats projected into the normal training "
+        "scans, read on the feature memory's embeddings and added to each view's per-scan "
+        "score (0 = off)",
+    ),
+    "tip_per_bag": (
+        "tip_per_bag",
+        int,
+        "threats projected into each training scan for that head (default 2)",
+    ),
     "dfeat_weight": (
         "dfeat_weight",
         float,
@@ -269,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
             "report": str(result.report_path),
             "warnings": result.warnings,
         }
+        if "tip_head" in result.bundle.training:
+            summary["tip_head"] = result.bundle.training["tip_head"]
         print(json.dumps(summary, indent=1))
     del ddp
     return 0

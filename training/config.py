@@ -13,6 +13,7 @@ from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.inference.density import MAX_WEIGHT as DENSITY_MAX_WEIGHT
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
 from xrayscreen.inference.score_kinds import MEMORY_PLUS
+from xrayscreen.inference.tip_evidence import MAX_WEIGHT as TIP_MAX_WEIGHT
 from xrayscreen.inference.zoom import MAX_ZOOM
 from xrayscreen.inference.zoom import MIXES as ZOOM_MIXES
 from xrayscreen.model.calibration import BAG_RULES
@@ -136,6 +137,12 @@ class TrainConfig:
         density_weight: Weight of the window's density (mean opacity, robust z within
             the scan; ``xrayscreen.inference.density``) added to each view's per-scan
             normalised score; 0 = off. Needs ``scan_norm="robust_z"``.
+        tip_weight: Weight of the projected-threat head's logit (robust z within the
+            scan; ``xrayscreen.inference.tip_evidence``) added to each view's evidence;
+            0 = off. The head is fitted after training on simulated threats projected
+            into the normal training scans (``training.tip_head``); it needs a
+            feature-memory score kind and ``scan_norm="robust_z"``.
+        tip_per_bag: Threats projected into each training scan for the head.
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -206,6 +213,8 @@ class TrainConfig:
     zoom_mix: str = "max"
     zoom_weight: float = 0.5
     density_weight: float = 0.0
+    tip_weight: float = 0.0
+    tip_per_bag: int = 2
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -266,6 +275,7 @@ class TrainConfig:
                 "density_weight adds a per-scan z-score: it needs scan_norm='robust_z' "
                 "(or density_weight 0)"
             )
+        self._validate_tip()
         if any(not 0.25 <= g <= 4.0 or g == 1.0 for g in self.bank_gammas):
             raise ConfigError(
                 f"bank_gammas must be in [0.25, 4] and not 1 (the originals), got {self.bank_gammas}"
@@ -307,6 +317,23 @@ class TrainConfig:
         if not 0.0 < self.target_window_far < 1.0:
             raise ConfigError(f"target_window_far must be in (0, 1), got {self.target_window_far}")
         self.model_config()  # architecture checks (ngf even, ...)
+
+    def _validate_tip(self) -> None:
+        """Settings of the projected-threat head, refused before any training."""
+        if not 0.0 <= float(self.tip_weight) <= TIP_MAX_WEIGHT:
+            raise ConfigError(
+                f"tip_weight must be in [0, {TIP_MAX_WEIGHT:g}] (0 = off), got {self.tip_weight}"
+            )
+        if not 1 <= int(self.tip_per_bag) <= 8:
+            raise ConfigError(f"tip_per_bag must be 1-8 threats per bag, got {self.tip_per_bag}")
+        if self.tip_weight > 0 and (
+            self.score_kind not in FEATURE_KINDS or self.scan_norm != "robust_z"
+        ):
+            raise ConfigError(
+                "tip_weight adds a head that reads the feature memory, as a per-scan z-score: "
+                f"it needs a feature-memory score kind ({', '.join(sorted(FEATURE_KINDS))}) "
+                "and scan_norm='robust_z' (or tip_weight 0)"
+            )
 
     def _validate_feature_memory(self) -> None:
         """Settings of the feature-memory score kinds, refused before any training."""

@@ -49,6 +49,7 @@ from .data import (
 )
 from .loop import FitOutcome, GanomalyTrainer, TrainProgress, iter_fit, resolve_device
 from .report import write_report
+from .tip_head import fit_tip_head
 
 
 @dataclass
@@ -214,7 +215,11 @@ def iter_train(
                 {},
                 None,
                 "calibrate",
-                message="calibrating on held-out normal windows",
+                message=(
+                    "fitting the projected-threat head, then calibrating on held-out normal scans"
+                    if cfg.tip_weight > 0
+                    else "calibrating on held-out normal windows"
+                ),
             )
             cal_windows = split.val if len(split.val) >= 2 else split.train
             result.warnings += fit_score(
@@ -370,6 +375,7 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
             "target_bag_far": cal.target_bag_far,
             "bag_rule": cal.bag_rule,
         },
+        "tip_head": r.bundle.training.get("tip_head"),
         "warnings": r.warnings,
         "history": fo.history,
     }
@@ -444,10 +450,12 @@ def fit_score(
             **bundle.score.params,
             "dfeat_scale": fit_dfeat_scale(bundle, cal_windows, device),
         }
+    if cfg.tip_weight > 0:
+        warnings += _fit_tip(bundle, cfg, train_windows, sources, device)
     bundle.calibration, _ = calibrate_bundle(
         bundle, cal_windows, cfg.target_window_far, device, cfg.target_bag_far, cfg.bag_rule
     )
-    if cfg.context_px > 0 or cfg.zoom > 1 or cfg.density_weight > 0:
+    if cfg.context_px > 0 or cfg.zoom > 1 or cfg.density_weight > 0 or bundle.tip_head:
         scans = iter_scans_of(sources, cal_windows.scan_ids, cal_windows.scan_names)
         try:
             bundle.calibration = calibrate_on_scans(
@@ -460,6 +468,13 @@ def fit_score(
             )
             bundle.training["calibration_context"] = "held-out scans scored whole"
         except ConfigError:
+            if bundle.tip_head is not None:
+                # Its logits are z-scores within whole scans: calibrated only on whole scans.
+                _drop_tip(bundle)
+                warnings.append(
+                    "projected-threat head: the held-out scans could not be read again, so "
+                    "the model's score does not add the head"
+                )
             if cfg.density_weight > 0:
                 # Densities are z-scores within whole scans: calibrated only on whole scans.
                 params = dict(bundle.score.params)
@@ -489,3 +504,32 @@ def fit_score(
                 )
             bundle.training["calibration_context"] = "windows only (context ignored)"
     return warnings
+
+
+def _fit_tip(
+    bundle: ModelBundle,
+    cfg: TrainConfig,
+    train_windows: WindowSet,
+    sources: Iterable[Source] | Source,
+    device: torch.device,
+) -> list[str]:
+    """Fit the projected-threat head on the TRAINING scans read again (``training.tip_head``)
+    and switch it on in the bundle's score; without those scans, a warning instead."""
+    scans = iter_scans_of(sources, train_windows.scan_ids, train_windows.scan_names)
+    try:
+        head, info = fit_tip_head(bundle, scans, device, per_bag=cfg.tip_per_bag, seed=cfg.seed)
+    except ConfigError as exc:
+        return [f"projected-threat head not fitted ({exc}); the score does not add it"]
+    bundle.tip_head = head
+    bundle.score.params = {**bundle.score.params, "tip_weight": float(cfg.tip_weight)}
+    bundle.training["tip_head"] = info
+    return []
+
+
+def _drop_tip(bundle: ModelBundle) -> None:
+    """Switch the projected-threat head off (and drop it from the bundle)."""
+    bundle.tip_head = None
+    params = dict(bundle.score.params)
+    params.pop("tip_weight", None)
+    bundle.score.params = params
+    bundle.training.pop("tip_head", None)

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoom-weight", type=float, default=None, help="default: the bundle's")
     p.add_argument("--zoom-mix", default=None, help="default: the bundle's")
     p.add_argument("--density-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--tip-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--tip-per-bag", type=int, default=None, help="default: the bundle's")
     p.add_argument(
         "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
     )
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         zoom_weight=cfg.zoom_weight if a.zoom_weight is None else a.zoom_weight,
         zoom_mix=cfg.zoom_mix if a.zoom_mix is None else a.zoom_mix,
         density_weight=cfg.density_weight if a.density_weight is None else a.density_weight,
+        tip_weight=cfg.tip_weight if a.tip_weight is None else a.tip_weight,
+        tip_per_bag=cfg.tip_per_bag if a.tip_per_bag is None else a.tip_per_bag,
         bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
         bank_hues=cfg.bank_hues if a.bank_hues is None else a.bank_hues,
     )
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         del dense
     b.score = ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm, params=_score_params(cfg))
     b.feature_bank = None
+    b.tip_head = None
     warnings = fit_score(b, cfg, bank_windows, split.val, a.sources, device)
     b.training["config"] = cfg.to_dict()
     b.training["rescored_from"] = str(a.bundle)
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 "score": b.score.to_dict(),
                 "held_out_scans": len(split.val.scan_ids),
                 "warnings": warnings,
+                "tip_head": b.training.get("tip_head"),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )

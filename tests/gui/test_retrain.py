@@ -18,6 +18,7 @@ from xrayscreen import retrain_worker as rw
 from xrayscreen.decisions.log import Decision, DecisionLog
 from xrayscreen.pool import file_sha256
 from xrayscreen.registry import Registry
+from xrayscreen.training.config import TrainConfig
 
 TINY = dict(
     window=32, stride=32, ngf=8, epochs=2, batch_size=16, threads=1,
@@ -128,6 +129,12 @@ def test_dialog_builds_pool_from_decision_log_and_folders(qtbot, tmp_path, bags)
     assert dlg.density_weight.text() == "off" and dlg.train_config()["density_weight"] == 0.0
     dlg.set_config(density_weight=1.25)
     assert dlg.train_config()["density_weight"] == 1.25
+    # So is the projected-threat head (X-ray default: see TrainConfig.xray).
+    assert cfg["tip_weight"] == dlg.tip_weight.value() == TrainConfig.xray().tip_weight
+    dlg.tip_weight.setValue(0.0)
+    assert dlg.tip_weight.text() == "off" and dlg.train_config()["tip_weight"] == 0.0
+    dlg.set_config(tip_weight=0.75)
+    assert dlg.train_config()["tip_weight"] == 0.75
     # Retraining from the app trains for other scanners' renderings, as the CLI does.
     assert (cfg["jitter_gamma"], cfg["jitter_hue"]) == (1.25, 20.0)
 

@@ -254,3 +254,44 @@ def test_scorers_add_window_density_as_the_engine_does(tmp_path, folder, with_zo
     )
     plain = EngineScorer(bundle).score(scan)
     assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
+
+
+@pytest.mark.parametrize("with_zoom", [False, True])
+def test_scorers_add_the_projected_threat_head_as_the_engine_does(tmp_path, folder, with_zoom):
+    """A bundle whose score adds its projected-threat head: evaluate (both scorers) scores
+    what the product shows, and the head changes it."""
+    from torch import nn
+
+    from xrayscreen.model.bundle import ScoreSpec
+    from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
+    from xrayscreen.model.tip_head import TipHead
+
+    normal, threat, labels = folder
+    ds = prepare_dataset(
+        [], sorted(threat.glob("P*.png")), AnnotationSource(labels), progress=False
+    )
+    bundle = load_bundle(_bundle(tmp_path))
+    with torch.no_grad():
+        x = torch.rand(200, 3, 64, 64) * 2 - 1
+        bank = FeatureBank.fit(pool(encoder_map(bundle.generator.encoder1.body, x, 2)), level=2)
+    torch.manual_seed(1)
+    dim = bank.memory.shape[1]
+    nets = [nn.Sequential(nn.Linear(dim, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
+    bundle.feature_bank, bundle.tip_head = bank, TipHead.from_modules(nets)
+    params = {"scan_norm": "robust_z", "density_weight": 0.5, "tip_weight": 1.0, **bank.params()}
+    if with_zoom:
+        params["zoom"] = 2.0
+    bundle.score = ScoreSpec(kind="feature_knn", params=params)
+    bundle = load_bundle(save_bundle(bundle, tmp_path / "head"))
+    scan = ds.scans[0]
+    ref = ScoringEngine(bundle, "cpu").score_scan_sync(scan.scan, stride=16)
+    assert ref.raw_head is not None and (ref.raw_head_zoom is not None) == with_zoom
+    fg = ~ref.background
+    mine = EngineScorer(bundle).score(scan)
+    np.testing.assert_allclose(mine["feature_knn"].window[fg], ref.window_scores[fg], atol=1e-3)
+    assert np.allclose(mine["feature_knn"].heat, ref.latent_map, atol=1e-3)
+    b = ModelScorer(bundle, ["feature_knn"]).score(scan)
+    np.testing.assert_allclose(b["feature_knn"].window[fg], ref.window_scores[fg], atol=5e-2)
+    bundle.score.params = {k: v for k, v in params.items() if k != "tip_weight"}
+    plain = EngineScorer(bundle).score(scan)
+    assert not np.allclose(plain["feature_knn"].window[fg], ref.window_scores[fg], atol=1e-3)

@@ -295,6 +295,57 @@ def test_cli_density_weight_is_calibrated_on_the_engines_scores(tmp_path, capsys
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
 
 
+def test_cli_tip_weight_fits_a_head_and_calibrates_with_it(tmp_path, capsys):
+    """``--tip-weight``: a head is fitted on threats projected into the TRAINING scans,
+    stored in the bundle, and the calibration holds the engine's scores with it."""
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = ["train", str(bags), "--out", str(out), *TINY, "--tip-weight", "1", "--tip-per-bag", "3"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    b = load_bundle(out)
+    assert b.tip_head is not None and b.score.params["tip_weight"] == 1.0
+    info = b.training["tip_head"]
+    report = json.loads((out / "training_report.json").read_text())
+    assert info == summary["tip_head"] == report["tip_head"]
+    assert info["projected_bags"] == len(report["train_scans"])
+    assert info["projected_threats"] == 3 * info["projected_bags"]
+    assert info["threat_windows"] > 0 and info["per_bag"] == 3
+    _, scores = held_out_engine_scores(b, bags, out)
+    cal = b.calibration
+    assert cal.n_windows == sum(len(s) for s in scores)
+    top = max(float(s.max()) for s in scores)
+    assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+    # Without the head's term the same scans score otherwise: it is in the calibration.
+    b.score.params = {k: v for k, v in b.score.params.items() if k != "tip_weight"}
+    b.calibration = None
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+
+    held, _ = held_out_engine_scores(load_bundle(out), bags, out)
+    plain = ScoringEngine(b, "cpu").score_scan_sync(open_scan(held[0]), stride=16)
+    assert plain.raw_head is None
+    assert not np.allclose(plain.window_scores[~plain.background], scores[0], atol=1e-4)
+
+
+def test_api_without_scans_to_read_again_ships_no_head(tmp_path):
+    """Pre-cut windows only: no scan to project threats into, so the head is left out
+    with a warning, and the bundle loads and scores without it."""
+    from xrayscreen.training import TrainConfig, train
+    from xrayscreen.training.data import load_windows
+
+    bags = make_bags(tmp_path / "normal", n=5, seed=2)
+    cfg = TrainConfig.xray(
+        window=32, stride=16, ngf=8, ndf=8, nz=8, batch_size=16, longer_side=128, epochs=1,
+        val_fraction=0.4, device="cpu", threads=1, tip_weight=0.5,
+    )  # fmt: skip
+    res = train(cfg, [], tmp_path / "m", windows=load_windows([bags], cfg))
+    assert any("projected-threat head not fitted" in w for w in res.warnings)
+    b = load_bundle(tmp_path / "m")
+    assert b.tip_head is None and "tip_weight" not in b.score.params
+    assert "tip_head" not in b.training
+
+
 def test_cli_density_weight_needs_the_scan_normalisation(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal", n=3)
     args = ["train", str(bags), "--out", str(tmp_path / "m"), *TINY, "--density-weight", "1"]

@@ -31,7 +31,8 @@ from xrayscreen.evaluation.dataset import PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES, floor_scores
 from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import density, zoom
+from xrayscreen.inference import density, tip_evidence, zoom
+from xrayscreen.inference.results import WindowOutputs
 from xrayscreen.inference.windows import WindowGrid, fold_mean
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
@@ -180,6 +181,14 @@ class ModelScorer:
         self.batch = batch
         self._air = _air_value(bundle.input.representation)
         self._bank = None
+        self._head = None
+        if tip_evidence.enabled(bundle.score):
+            if bundle.tip_head is None or bundle.feature_bank is None:
+                raise ConfigError(
+                    f"model {self.name}'s score adds a projected-threat head, but it has no "
+                    "head or no feature memory"
+                )
+            self._head = bundle.tip_head.to(self.device)
         self._autocast = self.device.type == "cuda" or (
             self.device.type == "cpu" and cpu_has_bf16()
         )
@@ -209,9 +218,10 @@ class ModelScorer:
 
     def _forward(
         self, net: Any, xs: torch.Tensor, specs: dict[str, Any]
-    ) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor, torch.Tensor | None]:
         """One batch through the generator: the scores of ``specs`` (float32), the
-        generator's outputs and the channels-last input batch."""
+        generator's outputs, the channels-last input batch and -- when the bundle's
+        score adds its projected-threat head -- the head's ``(n, V)`` logits."""
         from xrayscreen.inference import score_kinds
 
         xb = xs.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -224,7 +234,10 @@ class ModelScorer:
             ).float()
             for k, spec in specs.items()
         }
-        return scores, outputs, xb
+        head = None
+        if self._head is not None and ctx is not None:
+            head = self._head.logits(ctx["bank"].embed(ctx["feature_map"].float()))
+        return scores, outputs, xb, head
 
     @torch.inference_mode()
     def score(self, scan: PreparedScan) -> dict[str, KindScores]:
@@ -249,33 +262,44 @@ class ModelScorer:
         out = {k: torch.zeros(len(grid), device=self.device) for k in kinds}
         pix = torch.zeros((len(grid), grid.window, grid.window)) if want_pix else None
         specs = {k: self._spec(k) for k in kinds}
+        own = self.bundle.score.kind
+        if self._head is not None and own not in specs:
+            raise ConfigError("the bundle's own score kind must be scored to add its head")
+        head = torch.zeros(len(grid)) if self._head is not None else None
         for start in range(0, len(idx), self.batch):
             sel = idx[start : start + self.batch]
-            scores, outputs, xb = self._forward(net, windows[sel], specs)
+            scores, outputs, xb, logits = self._forward(net, windows[sel], specs)
             for k in kinds:
                 out[k][sel] = scores[k]
+            if head is not None and logits is not None:
+                head[sel.cpu()] = logits[:, 0].float().cpu()
             if pix is not None:
                 pix[sel.cpu()] = (xb.float() - outputs.x_hat.float()).abs().mean(dim=1).cpu()
         result: dict[str, KindScores] = {}
         belt = ~keep.cpu()
-        own = self.bundle.score.kind
 
-        def own_scores(xs: torch.Tensor) -> torch.Tensor:
+        def own_scores(xs: torch.Tensor) -> WindowOutputs:
             parts = [
-                self._forward(net, xs[i : i + self.batch], {own: specs[own]})[0][own]
+                self._forward(net, xs[i : i + self.batch], {own: specs[own]})
                 for i in range(0, len(xs), self.batch)
             ]
-            return torch.cat(parts) if parts else torch.zeros(0)
+            latent = torch.cat([p[0][own] for p in parts]) if parts else torch.zeros(0)
+            logits = None
+            if self._head is not None:
+                logits = torch.cat([p[3] for p in parts]) if parts else torch.zeros(0, 2)
+            return WindowOutputs(latent, None, logits)
 
         for k in kinds:
             s = out[k].cpu()
             if k == own:
                 # Per-scan normalisation, densities, zoomed-out view and context belong
                 # to its own kind.
-                raw_zoom, dens, dens_zoom = _views(
+                raw_zoom, dens, dens_zoom, head_zoom = _views(
                     self.bundle, scan, padded, idx.cpu(), self._air, own_scores
                 )
-                s = zoom.evidence(self.bundle.score, s, raw_zoom, grid, ~belt, dens, dens_zoom)
+                s = zoom.evidence(
+                    self.bundle.score, s, raw_zoom, grid, ~belt, dens, dens_zoom, head, head_zoom
+                )
             if belt.any() and (~belt).any():
                 s[belt] = s[~belt].min()  # background scores as normal (engine rule)
             result[k] = KindScores(s.numpy().astype(np.float64))
@@ -362,18 +386,24 @@ class EngineScorer:
         if len(idx):
             out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
             raw[idx] = out.latent.float().cpu()
-            raw_zoom, dens, dens_zoom = _views(
+            head = None
+            if out.head is not None:
+                head = torch.zeros(n)
+                head[idx] = out.head[:, 0].float().cpu()
+            raw_zoom, dens, dens_zoom, head_zoom = _views(
                 self.bundle,
                 scan,
                 padded,
                 idx,
                 self._air,
-                lambda w: self.engine.score_windows(w, residual=False).latent,
+                lambda w: self.engine.score_windows(w, residual=False),
             )
             # The bundle's per-scan normalisation over this scan's scored windows, its
-            # densities, zoomed-out view and context, as the engine applies them to a
-            # whole scan (score_windows alone does not).
-            raw = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, ~belt, dens, dens_zoom)
+            # densities, projected-threat head, zoomed-out view and context, as the
+            # engine applies them to a whole scan (score_windows alone does not).
+            raw = zoom.evidence(
+                self.bundle.score, raw, raw_zoom, grid, ~belt, dens, dens_zoom, head, head_zoom
+            )
             r = out.residual.float().cpu()
             pix[idx] = r
             res_mean[idx] = r.flatten(1).mean(dim=1)
@@ -400,28 +430,36 @@ def _views(
     padded: torch.Tensor,
     idx: torch.Tensor,
     air: torch.Tensor,
-    score: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """What :func:`zoom.evidence` needs besides the raw scores, as the engine makes it:
-    the raw own-kind scores of the zoomed-out windows (:mod:`~xrayscreen.inference.zoom`)
-    of grid windows ``idx`` (zero elsewhere; ``None`` without a zoomed view), and the
-    windows' and zoomed windows' mean opacity (:mod:`~xrayscreen.inference.density`;
-    ``None`` when the score adds no density). ``padded`` is the protocol model input
-    padded with air; ``score(windows)`` returns the model's raw own-kind score per window.
+    score: Callable[[torch.Tensor], WindowOutputs],
+) -> tuple[torch.Tensor | None, ...]:
+    """What :func:`zoom.evidence` needs besides the raw scores and the working-scale
+    head logits, as the engine makes it: the raw own-kind scores of the zoomed-out
+    windows (:mod:`~xrayscreen.inference.zoom`) of grid windows ``idx`` (zero elsewhere;
+    ``None`` without a zoomed view), the windows' and zoomed windows' mean opacity
+    (:mod:`~xrayscreen.inference.density`; ``None`` when the score adds no density) and
+    the zoomed windows' projected-threat head logits (the head's zoomed column; ``None``
+    without a head or a zoomed view). ``padded`` is the protocol model input padded with
+    air; ``score(windows)`` returns the model's outputs per window (raw own-kind score,
+    and the head's logits when the bundle has one).
     """
     rep = bundle.input.representation
     with_density = density.enabled(bundle.score)
     dens = density.window_means(padded, scan.grid, rep).cpu() if with_density else None
     if not zoom.enabled(bundle.score) or not len(idx):
-        return None, dens, None
+        return None, dens, None, None
     view = zoom.ZoomedView(scan.scan, scan.grid, zoom.factor_of(bundle.score), rep, air)
     out = torch.zeros(len(scan.grid))
-    out[idx] = score(view.windows(idx)).float().cpu()
+    scored = score(view.windows(idx))
+    out[idx] = scored.latent.float().cpu()
+    head_zoom = None
+    if scored.head is not None:
+        head_zoom = torch.zeros(len(scan.grid))
+        head_zoom[idx] = scored.head[:, 1].float().cpu()
     dens_zoom = None
     if with_density:
         dens_zoom = torch.zeros(len(scan.grid))
         dens_zoom[idx] = view.densities(idx).cpu()
-    return out, dens, dens_zoom
+    return out, dens, dens_zoom, head_zoom
 
 
 def _gather(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:

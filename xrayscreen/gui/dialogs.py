@@ -79,7 +79,7 @@ def _score_steps(params: dict[str, Any]) -> str:
     """What happens to a window's raw score before calibration, in one line."""
     # Imported here: the score settings' readers pull in torch, which the window does
     # not need before a model is loaded.
-    from xrayscreen.inference import context, density, zoom
+    from xrayscreen.inference import context, density, tip_evidence, zoom
 
     spec = SimpleNamespace(params=params)
     steps = []
@@ -87,6 +87,11 @@ def _score_steps(params: dict[str, Any]) -> str:
         steps.append(f"normalised within the scan ({params['scan_norm']})")
     if density.enabled(spec):
         steps.append(f"plus {density.weight_of(spec):g} x window density (within the scan)")
+    if tip_evidence.enabled(spec):
+        steps.append(
+            f"plus {tip_evidence.weight_of(spec):g} x the projected-threat head "
+            "(within the scan; trained on simulated threats in the normal training bags)"
+        )
     if zoom.enabled(spec):
         how = (
             "the larger of the two"

@@ -400,6 +400,18 @@ class RetrainDialog(QDialog):
             "Adds this many times the window's density (within the bag) to the model's "
             "evidence. Helps on dense metal threats; hides thin, low-density ones. 0 = off."
         )
+        # Measured on SIXray (docs/BENCHMARKS.md, issue 7, ninth session): trained on the
+        # simulator's threats projected into the site's own normal bags, never a real one.
+        self.tip_weight = QDoubleSpinBox()
+        self.tip_weight.setRange(0.0, 10.0)
+        self.tip_weight.setSingleStep(0.25)
+        self.tip_weight.setDecimals(2)
+        self.tip_weight.setSpecialValueText("off")
+        self.tip_weight.setToolTip(
+            "Trains a small head on simulated threats projected into the normal training "
+            "bags and adds this many times its evidence to the model's. About 1 minute "
+            "more per 200 bags. 0 = off."
+        )
         form.addRow("Epochs", self.epochs)
         form.addRow("Window (px)", self.window_size)
         form.addRow("Training stride (px)", self.stride)
@@ -408,6 +420,7 @@ class RetrainDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("CPU threads", self.threads)
         form.addRow("Window density weight", self.density_weight)
+        form.addRow("Projected-threat head weight", self.tip_weight)
         self.advanced.setVisible(False)
         lay.addWidget(self.advanced)
         est = QHBoxLayout()
@@ -487,6 +500,7 @@ class RetrainDialog(QDialog):
         self.device.setCurrentIndex(max(0, self.device.findData(cfg.device)))
         self.threads.setValue(cfg.threads)
         self.density_weight.setValue(cfg.density_weight)
+        self.tip_weight.setValue(cfg.tip_weight)
         self.base_config: dict[str, Any] = cfg.to_dict()
         self._fill_operators()
 
@@ -520,6 +534,7 @@ class RetrainDialog(QDialog):
             device=str(self.device.currentData()),
             threads=int(self.threads.value()),
             density_weight=float(self.density_weight.value()),
+            tip_weight=float(self.tip_weight.value()),
         )
         return TrainConfig.from_dict(cfg).to_dict()
 
@@ -542,6 +557,8 @@ class RetrainDialog(QDialog):
                 self.device.setCurrentIndex(max(0, self.device.findData(str(v))))
             elif k == "density_weight":
                 self.density_weight.setValue(float(v))
+            elif k == "tip_weight":
+                self.tip_weight.setValue(float(v))
             else:
                 self.base_config[k] = v
 

@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import channels_of, model_input, resize
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.inference import density, onednn, score_kinds, zoom
+from xrayscreen.inference import density, onednn, score_kinds, tip_evidence, zoom
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
 from xrayscreen.inference.seq_rewrite import rewrite_sequentials
 from xrayscreen.inference.windows import (
@@ -349,6 +349,14 @@ class ScoringEngine:
             zoom.weight_of(bundle.score)
             zoom.mix_of(bundle.score)
         self._density = density.enabled(bundle.score)  # a bad weight is refused here too
+        self._head = None
+        if tip_evidence.enabled(bundle.score):
+            if bundle.tip_head is None or self._bank is None:
+                raise ConfigError(
+                    "this model's score adds a projected-threat head, but the bundle has no "
+                    "head or no feature memory for it to read"
+                )
+            self._head = bundle.tip_head.to(self.device)
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -474,12 +482,17 @@ class ScoringEngine:
                 with self._autocast():
                     d = discriminator_feature_residual(self._dfeat, xm, out.x_hat.to(xm.dtype))
                 ctx = {**(ctx or {}), "dfeat": d}
+            head = None
+            if self._head is not None and ctx is not None:
+                # Every view's logit from the same embedding the k-NN reads: two small
+                # matmuls; the caller keeps the column of the view it scored.
+                head = self._head.logits(self._bank.embed(ctx["feature_map"]))
             score = score_kinds.compute(self.bundle.score, x, out, ctx)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.forward_s += time.perf_counter() - t
-        return WindowOutputs(score, res)
+        return WindowOutputs(score, res, head)
 
     def _batches(
         self, n: int, get: Callable[[int, int], torch.Tensor], residual: bool
@@ -531,11 +544,45 @@ class ScoringEngine:
             xb = windows[i:j].to(self.device, torch.float32, non_blocking=True)
             return xb.contiguous(memory_format=torch.channels_last)
 
+        head = None
+        if self._head is not None:
+            head = torch.empty(n, self._head.views, dtype=torch.float32, device=self.device)
         for i, j, out in self._batches(n, get, residual):
             scores[i:j] = out.latent
             if res is not None:
                 res[i:j] = out.residual
-        return WindowOutputs(scores, res)
+            if head is not None:
+                head[i:j] = out.head
+        return WindowOutputs(scores, res, head)
+
+    def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """The feature memory's standardised embedding of each window (what the k-NN
+        compares and the projected-threat head reads), from G_E's first layers only.
+
+        Args:
+            windows: ``(N, C, w, w)`` model input in [-1, 1], on any device.
+
+        Returns:
+            ``(N, D)`` float32 on the engine's device.
+
+        Raises:
+            ConfigError: when the bundle's score has no feature memory.
+        """
+        if self._bank is None:
+            raise ConfigError("this model's score has no feature memory to embed windows in")
+        body = feature_bank.encoder_body(self.generator)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, int(windows.shape[0]), self.batch):
+                xb = windows[i : i + self.batch].to(self.device, torch.float32)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                if self._cast_dtype is not None:
+                    xb = xb.to(self._cast_dtype)
+                fmap = feature_bank.encoder_map(body, xb, self._bank.level)
+                out.append(self._bank.embed(fmap.float()))
+        self._tap.clear()  # the tap hook may have fired on the shared body
+        dim = int(self._bank.mean.shape[0])
+        return torch.cat(out) if out else torch.zeros(0, dim, device=self.device)
 
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw scores -> calibrated units (identity without calibration)."""
@@ -577,7 +624,7 @@ class ScoringEngine:
         t_start = time.perf_counter()
         spec = self.bundle.input
         factor = spec.scale.factor(scan.shape, scan.pixel_mm)
-        work = _at_working_scale(scan, factor, spec.representation)
+        work = at_working_scale(scan, factor, spec.representation)
         height, width = work.shape
         grid = WindowGrid(height, width, self.window, stride)
         rows, cols, s, win = grid.rows, grid.cols, grid.stride, grid.window
@@ -630,7 +677,13 @@ class ScoringEngine:
                 dens_zoom = torch.zeros_like(dens)
                 fg = torch.nonzero(~background).squeeze(1)
                 dens_zoom[fg] = zview.densities(fg)
-        extras = (raw_zoom, dens, dens_zoom)
+        # The projected-threat head's logits (bundle setting, :mod:`.tip_evidence`): one
+        # column per view, from the forward passes already made.
+        head = head_zoom = None
+        if self._head is not None:
+            head = torch.zeros(len(grid), dtype=torch.float32, device=dev)
+            head_zoom = torch.zeros_like(head) if zview is not None else None
+        extras = (raw_zoom, dens, dens_zoom, head, head_zoom)
         ph, pw = grid.padded_shape
         res_sum = torch.zeros(ph * pw, dtype=torch.float32, device=dev) if residual else None
         offs = (torch.arange(win, device=dev)[:, None] * pw + torch.arange(win, device=dev)).ravel()
@@ -673,10 +726,15 @@ class ScoringEngine:
                     # The same windows' zoomed-out views right away, so partial heat maps
                     # fill in batch by batch (score_windows batches and backs off on OOM).
                     xz = zview.windows(gidx).contiguous(memory_format=torch.channels_last)
-                    raw_zoom[gidx] = self.score_windows(xz, residual=False).latent
+                    zout = self.score_windows(xz, residual=False)
+                    raw_zoom[gidx] = zout.latent
+                    if head_zoom is not None:
+                        head_zoom[gidx] = zout.head[:, 1]
                     done += j - i
                 t = time.perf_counter()
                 raw[gidx] = out.latent
+                if head is not None:
+                    head[gidx] = out.head[:, 0]
                 scored[gidx] = True
                 if res_sum is not None:
                     origin = (gidx // cols) * (s * pw) + (gidx % cols) * s
@@ -709,6 +767,10 @@ class ScoringEngine:
             result.raw_density = dens.cpu().numpy().copy()
         if dens_zoom is not None:
             result.raw_density_zoom = dens_zoom.cpu().numpy().copy()
+        if head is not None:
+            result.raw_head = head.cpu().numpy().copy()
+        if head_zoom is not None:
+            result.raw_head_zoom = head_zoom.cpu().numpy().copy()
         timings["fold_s"] = time.perf_counter() - t
         # total_s includes time the consumer held the generator between yields.
         timings["total_s"] = time.perf_counter() - t_start
@@ -731,15 +793,18 @@ class ScoringEngine:
         res_sum: torch.Tensor | None,
         reduce: str,
         scored: torch.Tensor | None = None,
-        extras: tuple[torch.Tensor | None, ...] = (None, None, None),
+        extras: tuple[torch.Tensor | None, ...] = (None,) * 5,
     ) -> ScanResult:
         # Scan normalisation (bundle setting) over the windows scored so far, the window
         # densities and the mix with the zoomed-out view, then the spatial context: the
         # calibration was fitted on scores made the same way (zoom.evidence).
-        # extras = (zoomed raw scores, densities, zoomed densities), each or None.
+        # extras = (zoomed raw scores, densities, zoomed densities, head logits, zoomed
+        # head logits), each or None.
         valid = ~background if scored is None else (scored & ~background)
-        raw_zoom, dens, dens_zoom = extras
-        score = zoom.evidence(self.bundle.score, raw, raw_zoom, grid, valid, dens, dens_zoom)
+        raw_zoom, dens, dens_zoom, head, head_zoom = extras
+        score = zoom.evidence(
+            self.bundle.score, raw, raw_zoom, grid, valid, dens, dens_zoom, head, head_zoom
+        )
         calibrated = self.calibrate(score)
         calibrated[background] = self._bg_cal
         if grid.window % grid.stride == 0:
@@ -831,7 +896,7 @@ def _pad_with(x: torch.Tensor, grid: WindowGrid, air: torch.Tensor) -> torch.Ten
     return out
 
 
-def _at_working_scale(scan: Scan, factor: float, representation: str) -> Scan:
+def at_working_scale(scan: Scan, factor: float, representation: str) -> Scan:
     """The scan resampled to the working scale with exactly the resize
     :func:`model_input` would apply, so per-strip conversion matches one pass."""
     if abs(factor - 1.0) < 1e-9:

@@ -20,10 +20,14 @@ class WindowOutputs(NamedTuple):
             historical: for ``kind="residual"`` bundles it is the residual score).
         residual: ``(N, w, w)`` float32 ``|x - x_hat|`` averaged over channels, or
             ``None`` when not requested.
+        head: ``(N, V)`` float32 logits of the bundle's projected-threat head, one
+            column per view (:data:`xrayscreen.model.tip_head.VIEWS`), or ``None`` when
+            the bundle's score does not use one.
     """
 
     latent: torch.Tensor
     residual: torch.Tensor | None
+    head: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,6 +72,9 @@ class ScanResult:
         raw_density: ``(N,)`` float32 window mean opacity (:mod:`.density`) when the
             bundle's score adds window density, else ``None``.
         raw_density_zoom: The same for the zoomed-out windows.
+        raw_head: ``(N,)`` float32 logits of the projected-threat head (working-scale
+            column) when the bundle's score adds it (:mod:`.tip_evidence`), else ``None``.
+        raw_head_zoom: The zoomed-out windows' logits (the head's zoomed column).
     """
 
     window_origins: np.ndarray
@@ -89,6 +96,8 @@ class ScanResult:
     raw_zoom_scores: np.ndarray | None = None
     raw_density: np.ndarray | None = None
     raw_density_zoom: np.ndarray | None = None
+    raw_head: np.ndarray | None = None
+    raw_head_zoom: np.ndarray | None = None
 
     @property
     def n_scored(self) -> int:

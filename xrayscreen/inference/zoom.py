@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import model_input, resize
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.inference import context, density, params, scan_norm
+from xrayscreen.inference import context, density, params, scan_norm, tip_evidence
 from xrayscreen.inference.windows import WindowGrid
 
 DEFAULT_WEIGHT = 0.5
@@ -107,10 +107,12 @@ def evidence(
     valid: torch.Tensor | None,
     dens: torch.Tensor | None = None,
     dens_zoom: torch.Tensor | None = None,
+    head: torch.Tensor | None = None,
+    head_zoom: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One scan's window evidence from raw scores: per-scan normalisation of each view,
-    plus its weighted density z-score when the spec asks for it (:mod:`.density`),
-    the views' combination (:func:`mix_of`) when there is a zoomed view, then the
+    plus its weighted density z-score when the spec asks for it (:mod:`.density`) and
+    its weighted projected-threat head z-score (:mod:`.tip_evidence`), the views' combination (:func:`mix_of`) when there is a zoomed view, then the
     spatial context. The engine, the evaluation and the calibration all go through
     here, so a threshold means the same everywhere.
 
@@ -124,20 +126,33 @@ def evidence(
             the spec has a density weight.
         dens_zoom: ``(N,)`` the zoomed-out windows' mean opacity
             (:meth:`ZoomedView.densities`); needed with a zoomed view and a density weight.
+        head: ``(N,)`` the projected-threat head's logit of each window (its working-scale
+            column); needed when the spec has a ``tip_weight``.
+        head_zoom: ``(N,)`` the zoomed-out windows' logits (the head's zoomed column);
+            needed with a zoomed view and a ``tip_weight``.
 
     Raises:
-        ConfigError: when the spec's density weight needs densities that are missing.
+        ConfigError: when the spec's density or head weight needs inputs that are missing.
     """
     w_dens = density.weight_of(spec)
+    w_tip = tip_evidence.weight_of(spec)
     s = scan_norm.normalise(spec, raw, valid)
     if w_dens:
         if dens is None or (raw_zoom is not None and dens_zoom is None):
             raise ConfigError("this model's score adds window density: densities are missing")
         s = s + w_dens * density.normalise(dens.to(s.device), valid)
+    if w_tip:
+        if head is None or (raw_zoom is not None and head_zoom is None):
+            raise ConfigError(
+                "this model's score adds its projected-threat head: the head's logits are missing"
+            )
+        s = s + w_tip * tip_evidence.normalise(head.to(s.device), valid)
     if raw_zoom is not None:
         sz = scan_norm.normalise(zoom_spec(spec), raw_zoom.to(s.device), valid)
         if w_dens:
             sz = sz + w_dens * density.normalise(dens_zoom.to(s.device), valid)
+        if w_tip:
+            sz = sz + w_tip * tip_evidence.normalise(head_zoom.to(s.device), valid)
         if mix_of(spec) == "max":
             s = torch.maximum(s, sz)
         else:

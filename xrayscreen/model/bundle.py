@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.imaging.representation import WorkingScale, channels_of
+from xrayscreen.inference import tip_evidence
 from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FEATURE_KINDS, FeatureBank
 from xrayscreen.model.ganomaly import (
@@ -40,6 +41,7 @@ from xrayscreen.model.ganomaly import (
     build_discriminator,
 )
 from xrayscreen.model.score import dfeat_weight_of
+from xrayscreen.model.tip_head import TipHead
 from xrayscreen.model.variants import build_generator  # paper G, or the variant in extras
 
 FORMAT = "xrayscreen-bundle"
@@ -130,6 +132,9 @@ class ModelBundle:
             for discriminator-feature scores).
         feature_bank: Memory of normal-window encoder embeddings, for score kind
             ``feature_knn`` (:mod:`xrayscreen.model.feature_bank`); else ``None``.
+        tip_head: Window head trained on projected threats, read on the feature memory's
+            embeddings when the score has a ``tip_weight``
+            (:mod:`xrayscreen.model.tip_head`); else ``None``.
         model_id: Unique id; stamped into every decision made with this model.
         created: ISO-8601 UTC creation time.
     """
@@ -143,6 +148,7 @@ class ModelBundle:
     training: dict[str, Any] = field(default_factory=dict)
     discriminator: Discriminator | None = None
     feature_bank: FeatureBank | None = None
+    tip_head: TipHead | None = None
     model_id: str = field(default_factory=lambda: new_model_id())
     created: str = field(default_factory=lambda: _now())
     path: Path | None = None
@@ -257,6 +263,8 @@ def _state_tensors(bundle: ModelBundle, half: bool) -> dict[str, torch.Tensor]:
     if bundle.feature_bank is not None:
         for k, t in bundle.feature_bank.tensors().items():
             out[k] = t.half() if half else t
+    if bundle.tip_head is not None:
+        out.update(bundle.tip_head.tensors())  # tiny: kept in float32
     return out
 
 
@@ -396,6 +404,25 @@ def _assemble(
             bank = FeatureBank.from_tensors(tensors, score.params)
         except ConfigError as exc:
             raise BundleError(f"score kind feature_knn: {exc}") from None
+    head = None
+    try:
+        wants_head = tip_evidence.weight_of(score) > 0.0
+    except ConfigError as exc:
+        raise BundleError(f"{META}: {exc}") from None
+    if wants_head and bank is None:
+        raise BundleError(
+            "the model's score adds a projected-threat head, which reads the feature "
+            "memory, but the score kind has none"
+        )
+    if wants_head or TipHead.present(tensors):
+        if not TipHead.present(tensors):
+            raise BundleError(
+                "the model's score adds a projected-threat head, but the file has no head weights"
+            )
+        try:
+            head = TipHead.from_tensors(tensors, bank.memory.shape[1] if bank else -1)
+        except ConfigError as exc:
+            raise BundleError(f"projected-threat head: {exc}") from None
     return ModelBundle(
         config=config,
         generator=generator,
@@ -406,6 +433,7 @@ def _assemble(
         training=dict(meta.get("training", {})),
         discriminator=discriminator,
         feature_bank=bank,
+        tip_head=head,
         model_id=model_id,
         created=created,
         path=p,

@@ -154,6 +154,11 @@ class FeatureBank:
             k=self.k,
         )
 
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` float32 standardised embeddings of encoder maps at :attr:`level`:
+        what the k-NN compares (and the projected-threat head reads)."""
+        return (pool(fmap) - self.mean.to(fmap.device)) / self.std.to(fmap.device)
+
     def score(self, fmap: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """Mean distance of each window's embedding to its ``k`` nearest memory rows.
 
@@ -163,7 +168,7 @@ class FeatureBank:
         Returns:
             ``(N,)`` float32 scores (higher = less like any normal window).
         """
-        q = (pool(fmap) - self.mean.to(fmap.device)) / self.std.to(fmap.device)
+        q = self.embed(fmap)
         mem_t, mem_sq = self._search_form(fmap.device)
         k = min(self.k, mem_t.shape[1])
         out = []

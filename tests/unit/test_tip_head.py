@@ -1,0 +1,249 @@
+"""The projected-threat head: its tensors and storage, its evidence term, the engine's and
+the bundle's use of it, and fitting it on threats projected into normal scans."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_testkit import memory_bundle
+from torch import nn
+
+from xrayscreen.errors import BundleError, ConfigError
+from xrayscreen.imaging.representation import model_input
+from xrayscreen.imaging.scan import Scan, ScanKind
+from xrayscreen.imaging.simulator import simulate_bag
+from xrayscreen.inference import context, density, scan_norm, tip_evidence, zoom
+from xrayscreen.inference.engine import ScoringEngine, air_value
+from xrayscreen.inference.windows import WindowGrid
+from xrayscreen.model.bundle import META, ScoreSpec, load_bundle, save_bundle
+from xrayscreen.model.ganomaly import GANomalyConfig
+from xrayscreen.model.tip_head import PREFIX, TipHead
+from xrayscreen.training import tip_head as fit
+from xrayscreen.training.config import TrainConfig
+
+CFG = GANomalyConfig(isize=64, ngf=8, ndf=8, nz=16)
+
+
+def _nets(dim: int, seed: int = 0) -> list[nn.Sequential]:
+    torch.manual_seed(seed)
+    return [
+        nn.Sequential(nn.Linear(dim, 6), nn.ReLU(), nn.Dropout(0.2), nn.Linear(6, 1)).eval()
+        for _ in range(2)
+    ]
+
+
+def _head_bundle(path, params=None):
+    """A tiny memory bundle with a random head for its embedding, weight 1 by default."""
+    b = memory_bundle(
+        path / "plain",
+        CFG,
+        kind="feature_knn",
+        params={"scan_norm": "robust_z", "zoom": 2.0, **(params or {})},
+    )
+    b.tip_head = TipHead.from_modules(_nets(b.feature_bank.memory.shape[1]))
+    b.score.params = {**b.score.params, "tip_weight": 1.0}
+    save_bundle(b, path / "head")
+    return load_bundle(path / "head")
+
+
+def _scan(seed: int = 0, size: int = 224) -> Scan:
+    rng = np.random.default_rng(seed)
+    rgb = np.full((size, size + 40, 3), 250, np.uint8)
+    rgb[20:-20, 20:-20] = rng.integers(60, 200, (size - 40, size, 3), dtype=np.uint8)
+    return Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR)
+
+
+# -- the head's tensors ------------------------------------------------------------------
+def test_logits_are_each_views_net():
+    nets = _nets(10)
+    head = TipHead.from_modules(nets)
+    assert head.views == 2 and head.dim == 10
+    q = torch.randn(7, 10)
+    got = head.logits(q)
+    assert got.shape == (7, 2)
+    for v, net in enumerate(nets):
+        torch.testing.assert_close(got[:, v], net(q).squeeze(1), rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_round_trip_and_bad_ones_are_refused():
+    head = TipHead.from_modules(_nets(10))
+    t = head.tensors()
+    assert sorted(t) == [f"{PREFIX}{n}" for n in ("b1", "b2", "w1", "w2")]
+    back = TipHead.from_tensors(t, 10)
+    torch.testing.assert_close(back.logits(torch.ones(2, 10)), head.logits(torch.ones(2, 10)))
+    with pytest.raises(ConfigError, match="do not fit"):
+        TipHead.from_tensors(t, 12)  # another memory's dimension
+    with pytest.raises(ConfigError, match="missing"):
+        TipHead.from_tensors({k: v for k, v in t.items() if not k.endswith("b2")}, 10)
+    bad = dict(t)
+    bad[f"{PREFIX}b1"] = torch.zeros(2, 5)
+    with pytest.raises(ConfigError, match="shapes"):
+        TipHead.from_tensors(bad, 10)
+    bad = dict(t)
+    bad[f"{PREFIX}w2"] = t[f"{PREFIX}w2"].clone()
+    bad[f"{PREFIX}w2"][0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="NaN"):
+        TipHead.from_tensors(bad, 10)
+    with pytest.raises(ConfigError, match="Linear"):
+        TipHead.from_modules([nn.Sequential(nn.Linear(10, 2))])
+
+
+# -- its evidence term ---------------------------------------------------------------------
+def test_weight_is_validated_and_normalise_is_a_robust_z():
+    assert tip_evidence.weight_of(ScoreSpec()) == 0.0 and not tip_evidence.enabled(ScoreSpec())
+    assert tip_evidence.weight_of(ScoreSpec(params={"tip_weight": "0.5"})) == 0.5
+    for bad in (-0.1, 11, "high", float("nan"), None):
+        with pytest.raises(ConfigError, match="tip_weight"):
+            tip_evidence.weight_of(ScoreSpec(params={"tip_weight": bad}))
+    x = torch.arange(40, dtype=torch.float32)
+    med, scale = scan_norm.robust_stats(x)
+    torch.testing.assert_close(tip_evidence.normalise(x, None), (x - med) / scale)
+    few = torch.ones(40, dtype=torch.bool)
+    few[scan_norm.MIN_WINDOWS - 1 :] = False
+    assert not tip_evidence.normalise(x, few).any()  # too few windows: no head term
+    # All alike: the floor keeps a tiny difference from becoming an alarm.
+    flat = torch.full((40,), 3.0)
+    flat[0] = 3.001
+    assert float(tip_evidence.normalise(flat, None).max()) <= 0.001 / 0.02 + 1e-6
+    with pytest.raises(ConfigError, match="finite"):
+        tip_evidence.normalise(torch.full((40,), float("inf")), None)
+
+
+def test_evidence_adds_the_head_to_each_view():
+    grid = WindowGrid(128, 160, 64, 16)
+    g = torch.Generator().manual_seed(0)
+    raw, raw_z, d, dz, h, hz = (torch.rand(len(grid), generator=g) for _ in range(6))
+    valid = torch.ones(len(grid), dtype=torch.bool)
+    params = {"scan_norm": "robust_z", "zoom": 2.0, "density_weight": 0.5, "tip_weight": 0.7}
+    spec = ScoreSpec(params=params)
+    fine = scan_norm.normalise(spec, raw, valid) + 0.5 * density.normalise(d, valid)
+    fine = fine + 0.7 * tip_evidence.normalise(h, valid)
+    coarse = scan_norm.normalise(zoom.zoom_spec(spec), raw_z, valid)
+    coarse = coarse + 0.5 * density.normalise(dz, valid) + 0.7 * tip_evidence.normalise(hz, valid)
+    expect = context.apply(spec, torch.maximum(fine, coarse), grid, valid)
+    torch.testing.assert_close(zoom.evidence(spec, raw, raw_z, grid, valid, d, dz, h, hz), expect)
+    with pytest.raises(ConfigError, match="head"):
+        zoom.evidence(spec, raw, raw_z, grid, valid, d, dz, h)  # zoomed logits missing
+    with pytest.raises(ConfigError, match="head"):
+        zoom.evidence(spec, raw, raw_z, grid, valid, d, dz)
+    off = ScoreSpec(params={**params, "tip_weight": 0.0})
+    assert not torch.allclose(
+        zoom.evidence(off, raw, raw_z, grid, valid, d, dz, h, hz), expect, atol=1e-3
+    )
+
+
+# -- the bundle and the engine -----------------------------------------------------------
+def test_bundle_keeps_its_head_and_refuses_a_missing_one(tmp_path):
+    b = _head_bundle(tmp_path)
+    assert b.tip_head is not None and b.score.params["tip_weight"] == 1.0
+    q = torch.randn(4, b.tip_head.dim)
+    again = load_bundle(tmp_path / "head")
+    torch.testing.assert_close(again.tip_head.logits(q), b.tip_head.logits(q))
+    # A model.json asking for a head the weights do not hold is refused when loading.
+    meta = json.loads((tmp_path / "plain" / META).read_text())
+    meta["score"]["params"]["tip_weight"] = 0.5
+    (tmp_path / "plain" / META).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="no head weights"):
+        load_bundle(tmp_path / "plain")
+    meta["score"]["params"]["tip_weight"] = -2
+    (tmp_path / "plain" / META).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="tip_weight"):
+        load_bundle(tmp_path / "plain")
+
+
+def test_engine_adds_the_head_to_both_views(tmp_path):
+    b = _head_bundle(tmp_path)
+    scan = _scan(3)
+    eng = ScoringEngine(b, "cpu", autocast="off", batch=23)
+    r = eng.score_scan_sync(scan, stride=16, strip_windows=30)
+    fg = ~r.background
+    assert r.raw_head is not None and r.raw_head_zoom is not None
+    # The logits are the head on the memory's embedding of each window and zoomed window.
+    x = torch.from_numpy(model_input(scan, b.input.representation, b.input.scale))
+    air = torch.tensor(air_value(b.input.representation))
+    padded = air[:, None, None].expand(x.shape[0], *r.grid.padded_shape).clone()
+    padded[:, : r.grid.height, : r.grid.width] = x
+    idx = torch.nonzero(torch.from_numpy(fg)).flatten()
+    win, s = r.grid.window, r.grid.stride
+    windows = padded.unfold(1, win, s).unfold(2, win, s)[:, idx // r.grid.cols, idx % r.grid.cols]
+    emb = eng.embed_windows(windows.permute(1, 0, 2, 3))
+    np.testing.assert_allclose(
+        r.raw_head[fg], b.tip_head.logits(emb)[:, 0].numpy(), rtol=1e-4, atol=1e-4
+    )
+    view = zoom.ZoomedView(scan, r.grid, 2.0, b.input.representation, air)
+    emb_z = eng.embed_windows(view.windows(idx))
+    np.testing.assert_allclose(
+        r.raw_head_zoom[fg], b.tip_head.logits(emb_z)[:, 1].numpy(), rtol=1e-4, atol=1e-4
+    )
+    expect = zoom.evidence(
+        b.score,
+        *(torch.from_numpy(a) for a in (r.raw_scores, r.raw_zoom_scores)),
+        r.grid,
+        torch.from_numpy(fg),
+        None,
+        None,
+        *(torch.from_numpy(a) for a in (r.raw_head, r.raw_head_zoom)),
+    ).numpy()
+    np.testing.assert_allclose(r.window_scores[fg], expect[fg], rtol=1e-5, atol=1e-5)
+    b.score.params = {k: v for k, v in b.score.params.items() if k != "tip_weight"}
+    plain = ScoringEngine(b, "cpu", autocast="off").score_scan_sync(scan, stride=16)
+    assert plain.raw_head is None
+    np.testing.assert_allclose(r.raw_scores[fg], plain.raw_scores[fg], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(r.window_scores[fg], plain.window_scores[fg], atol=1e-3)
+
+
+def test_engine_refuses_a_head_weight_without_a_head(tmp_path):
+    b = _head_bundle(tmp_path)
+    b.tip_head = None
+    with pytest.raises(ConfigError, match="projected-threat head"):
+        ScoringEngine(b, "cpu")
+
+
+# -- fitting -------------------------------------------------------------------------------
+def test_project_bag_keeps_the_pitch_and_boxes_the_threats():
+    scan = _scan(1, size=240)
+    rng = np.random.default_rng(0)
+    out, boxes = fit.project_bag(scan, rng, 3)
+    assert out.pixel_mm is None and out.shape == scan.shape and len(boxes) == 3
+    assert not np.array_equal(out.rgb, scan.rgb)
+    for b in boxes:
+        assert 0 <= b.x0 < b.x1 <= scan.shape[1] and 0 <= b.y0 < b.y1 <= scan.shape[0]
+    # Threats only darken: transmission multiplies.
+    assert (out.rgb.astype(int) <= scan.rgb.astype(int) + 1).all()
+
+
+def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(10)]
+    head, info = fit.fit_tip_head(b, scans, torch.device("cpu"), per_bag=2, seed=0)
+    assert head.views == 2 and head.dim == b.feature_bank.memory.shape[1]
+    assert info["projected_bags"] == 10 and info["projected_threats"] == 20
+    assert info["threat_windows"] > 0 and info["normal_windows"] > info["threat_windows"]
+    # A random-weight encoder still sees the projected steel: the held-out bags' windows
+    # are told apart well above chance.
+    for v in ("window", "zoomed"):
+        assert info["heldout_auc"][v] is not None and info["heldout_auc"][v] > 0.75
+    again, _ = fit.fit_tip_head(b, scans, torch.device("cpu"), per_bag=2, seed=0)
+    torch.testing.assert_close(again.w1, head.w1)  # seeded end to end
+    b.feature_bank = None
+    with pytest.raises(ConfigError, match="feature memory"):
+        fit.fit_tip_head(b, scans, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="room for a threat"):
+        fit.collect_rows(
+            memory_bundle(tmp_path / "n", CFG, kind="feature_knn"), [], torch.device("cpu"), 2, 0
+        )
+
+
+def test_config_refuses_a_head_it_cannot_score():
+    assert TrainConfig.xray(tip_weight=0.5).tip_weight == 0.5
+    with pytest.raises(ConfigError, match="feature-memory score kind"):
+        TrainConfig(tip_weight=0.5)  # the paper's latent score has no memory
+    with pytest.raises(ConfigError, match="tip_weight"):
+        TrainConfig.xray(tip_weight=-1)
+    with pytest.raises(ConfigError, match="tip_per_bag"):
+        TrainConfig.xray(tip_weight=0.5, tip_per_bag=0)

@@ -1,0 +1,266 @@
+"""Fit the projected-threat head (:mod:`xrayscreen.model.tip_head`) after GANomaly training.
+
+For every normal TRAINING scan (never the held-out ones, which calibrate the score) the
+product's own simulated threats -- gun, knife, box cutter, random shape, orientation and
+place -- are projected into the bag (:func:`xrayscreen.imaging.tip.project_threat`),
+each with a random size (the bag's pixel pitch taken :data:`SIZE_RANGE` times larger,
+i.e. the threat shown up to half as large) and thickness (areal density x
+:data:`THICKNESS_RANGE`, log-uniform: SIXray's knives are thin blue blades, lighter
+than the simulator's steel). The scan is then cut like the protocol cuts it (64 px
+windows, stride 16, at the working scale); windows that the protocol's box rule
+(:func:`xrayscreen.evaluation.labelling.box_overlaps`: IoU > 0.3 or at least half
+inside) would call threat are positives, a sample of the windows touching no threat
+are negatives, empty belt excluded. Each window and its zoomed-out view are embedded
+by the bundle's engine (the feature memory's standardised embedding), and one small
+MLP per view learns to tell them apart (class-balanced BCE, Adam, weight decay,
+dropout). A fifth of the projected bags is held out first to report how well the
+heads separate projected threats they did not see; the shipped heads are then
+refitted on all bags. No real threat is read at any point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.evaluation.labelling import INSIDE_FRACTION, IOU_THRESHOLD, box_overlaps
+from xrayscreen.evaluation.metrics import roc_auc
+from xrayscreen.imaging.representation import model_input
+from xrayscreen.imaging.scan import Scan
+from xrayscreen.imaging.simulator import THREATS
+from xrayscreen.imaging.tip import project_threat
+from xrayscreen.inference import zoom
+from xrayscreen.inference.windows import WindowGrid, belt_mask, pad_to_grid
+from xrayscreen.model.bundle import ModelBundle
+from xrayscreen.model.tip_head import VIEWS, TipHead
+
+#: Range of the factor the bag's pixel pitch is multiplied by for a projected threat
+#: (uniform): 1 = the simulator's physical size, 2 = half as large.
+SIZE_RANGE = (1.0, 2.0)
+#: Range of the threat's thickness factor (log-uniform; < 1 = lighter).
+THICKNESS_RANGE = (0.25, 1.0)
+#: Without a known pitch a bag's longer side is taken to span this many millimetres.
+FIELD_MM = 800.0
+#: Protocol stride of the windows the head is trained on (working-scale pixels).
+STRIDE = 16
+#: Threat-free windows drawn per projected bag.
+NEGATIVES_PER_BAG = 300
+HIDDEN = 64
+EPOCHS = 30
+#: Share of projected bags held out to report the heads' own separation.
+HOLDOUT = 0.2
+
+
+@dataclasses.dataclass
+class TipRows:
+    """Embeddings of projected bags' windows: ``x[v]`` ``(N, D)`` per view, labels and
+    the bag each row came from."""
+
+    x: list[torch.Tensor]
+    y: torch.Tensor
+    bag: torch.Tensor
+    n_bags: int
+    n_threats: int
+
+
+def project_bag(scan: Scan, rng: np.random.Generator, per_bag: int) -> tuple[Scan, list]:
+    """``per_bag`` simulated threats projected one after another into a normal scan.
+
+    Returns:
+        The new scan (its own pixel pitch kept) and the threats' boxes (original pixels).
+    """
+    h, w = scan.shape
+    base = scan.pixel_mm or FIELD_MM / max(h, w)
+    pitch = base * float(rng.uniform(*SIZE_RANGE))
+    out = dataclasses.replace(scan, pixel_mm=pitch)
+    boxes = []
+    lo, hi = (math.log(t) for t in THICKNESS_RANGE)
+    for kind in rng.choice(THREATS, per_bag):
+        res = project_threat(
+            out,
+            str(kind),
+            seed=int(rng.integers(2**31)),
+            thickness=float(math.exp(rng.uniform(lo, hi))),
+        )
+        out = res.scan
+        boxes.append(res.box)
+    # The working scale must not see the size jitter (a pitch-based scale would).
+    return dataclasses.replace(out, pixel_mm=scan.pixel_mm), boxes
+
+
+def _window_rows(
+    engine: Any, scan: Scan, boxes: list, rng: np.random.Generator
+) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Embeddings (one tensor per view) of a projected scan's positive windows and a
+    sample of its threat-free ones, and their labels."""
+    from xrayscreen.inference.engine import air_value, at_working_scale
+
+    bundle = engine.bundle
+    spec = bundle.input
+    factor = spec.scale.factor(scan.shape, scan.pixel_mm)
+    work = at_working_scale(scan, factor, spec.representation)
+    grid = WindowGrid(*work.shape, int(spec.window), STRIDE)
+    x = torch.from_numpy(model_input(work, spec.representation, None))
+    air = torch.tensor(air_value(spec.representation), dtype=x.dtype)
+    padded = air[:, None, None].expand(x.shape[0], *grid.padded_shape).clone()
+    padded[:, : grid.height, : grid.width] = x
+    grey = torch.from_numpy(work.rgb).float().mean(dim=2) / 255.0
+    belt = belt_mask(pad_to_grid(grey, grid, 1.0), grid).numpy()
+    scaled = [  # simulator boxes (named tuples), in working-scale pixels
+        b._replace(x0=b.x0 * factor, y0=b.y0 * factor, x1=b.x1 * factor, y1=b.y1 * factor)
+        for b in boxes
+    ]
+    inter, iou = box_overlaps(grid, scaled)
+    area = float(grid.window) ** 2
+    pos = ((iou > IOU_THRESHOLD) | (inter >= INSIDE_FRACTION * area)).any(axis=1) & ~belt
+    neg = np.nonzero(~(inter > 0).any(axis=1) & ~belt)[0]
+    neg = rng.choice(neg, min(NEGATIVES_PER_BAG, len(neg)), replace=False)
+    idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], np.sort(neg)]))
+    labels = np.concatenate([np.ones(int(pos.sum())), np.zeros(len(neg))]).astype(np.float32)
+    if not len(idx):
+        return [], labels
+    win, s = grid.window, grid.stride
+    view = padded.unfold(1, win, s).unfold(2, win, s)
+    windows = view[:, idx // grid.cols, idx % grid.cols].permute(1, 0, 2, 3)
+    rows = [engine.embed_windows(windows).cpu()]
+    if zoom.enabled(bundle.score):
+        zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
+        rows.append(engine.embed_windows(zv.windows(idx)).cpu())
+    else:  # no zoomed view: its column is never read; fit it on the same rows
+        rows.append(rows[0])
+    return rows, labels
+
+
+def collect_rows(
+    bundle: ModelBundle, scans: Iterable[Scan], device: torch.device, per_bag: int, seed: int
+) -> TipRows:
+    """Project threats into ``scans`` and embed their labelled windows (both views).
+
+    Raises:
+        ConfigError: when no projected window could be labelled a threat.
+    """
+    from xrayscreen.inference.engine import ScoringEngine
+
+    engine = ScoringEngine(bundle, device)
+    rng = np.random.default_rng([seed, 0x71B])
+    xs: list[list[torch.Tensor]] = [[] for _ in VIEWS]
+    ys, bags = [], []
+    n_bags = n_threats = 0
+    for scan in scans:
+        tip, boxes = project_bag(scan, rng, per_bag)
+        rows, labels = _window_rows(engine, tip, boxes, rng)
+        n_threats += len(boxes)
+        if not rows:
+            continue
+        for v in range(len(VIEWS)):
+            xs[v].append(rows[v])
+        ys.append(torch.from_numpy(labels))
+        bags.append(torch.full((len(labels),), n_bags))
+        n_bags += 1
+    y = torch.cat(ys) if ys else torch.zeros(0)
+    if not len(y) or y.sum() < 1 or (y == 0).sum() < 1:
+        raise ConfigError(
+            "the projected-threat head needs normal training scans with room for a threat "
+            "and threat-free windows; none could be made"
+        )
+    return TipRows([torch.cat(x) for x in xs], y, torch.cat(bags), n_bags, n_threats)
+
+
+def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
+    """One view's head: ``Linear(D, 64) -> ReLU -> Dropout(0.2) -> Linear(64, 1)``,
+    class-balanced BCE, Adam 1e-3 with weight decay 1e-3, :data:`EPOCHS` epochs of
+    minibatches of 512 (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # initialisation and dropout
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, 1)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
+    p = float(y.mean())
+    lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
+    xf, yf = x.float(), y.float()
+    with torch.enable_grad():
+        for _ in range(EPOCHS):
+            perm = torch.randperm(len(xf), generator=gen)
+            for b in range(0, len(xf), 512):
+                i = perm[b : b + 512]
+                opt.zero_grad()
+                lossf(net(xf[i]).squeeze(1), yf[i]).backward()
+                opt.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def fit_heads(rows: TipRows, seed: int) -> tuple[TipHead, dict[str, Any]]:
+    """Both views' heads from embedded rows, with the held-out separation measured first.
+
+    Returns:
+        The head, and what to record in the bundle's training notes.
+    """
+    cut = rows.n_bags * (1.0 - HOLDOUT)
+    train, held = rows.bag < cut, rows.bag >= cut
+    aucs = []
+    for v in range(len(VIEWS)):
+        yh = rows.y[held]
+        if held.any() and 0 < yh.sum() < len(yh):
+            net = train_mlp(rows.x[v][train], rows.y[train], seed + v)
+            s = net(rows.x[v][held].float()).squeeze(1).numpy()
+            aucs.append(round(float(roc_auc(s[yh.numpy() == 1], s[yh.numpy() == 0])), 4))
+        else:
+            aucs.append(None)
+    nets = [train_mlp(rows.x[v], rows.y, seed + v) for v in range(len(VIEWS))]
+    info = {
+        "projected_bags": rows.n_bags,
+        "projected_threats": rows.n_threats,
+        "threat_windows": int(rows.y.sum()),
+        "normal_windows": int((rows.y == 0).sum()),
+        "heldout_auc": dict(zip(VIEWS, aucs)),
+        "size_range": list(SIZE_RANGE),
+        "thickness_range": list(THICKNESS_RANGE),
+    }
+    return TipHead.from_modules(nets), info
+
+
+def fit_tip_head(
+    bundle: ModelBundle,
+    scans: Iterable[Scan],
+    device: torch.device,
+    *,
+    per_bag: int = 2,
+    seed: int = 0,
+) -> tuple[TipHead, dict[str, Any]]:
+    """Fit the projected-threat head of a trained bundle on its normal training scans.
+
+    The bundle must already have its feature memory (the head reads its embeddings).
+
+    Args:
+        bundle: The trained bundle.
+        scans: Normal TRAINING scans (read again from disk).
+        device: Where the generator runs.
+        per_bag: Threats projected into each scan.
+        seed: Seeds projection, sampling and the heads' training.
+
+    Returns:
+        The head and a JSON-able record (counts, held-out AUC per view, seconds).
+
+    Raises:
+        ConfigError: without a feature memory or without any usable projected window.
+    """
+    if bundle.feature_bank is None:
+        raise ConfigError("the projected-threat head reads the feature memory; fit it first")
+    t0 = time.perf_counter()
+    rows = collect_rows(bundle, scans, device, per_bag, seed)
+    t1 = time.perf_counter()
+    head, info = fit_heads(rows, seed)
+    info["embed_s"] = round(t1 - t0, 1)
+    info["fit_s"] = round(time.perf_counter() - t1, 1)
+    info["per_bag"] = int(per_bag)
+    return head, info

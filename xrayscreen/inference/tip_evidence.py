@@ -1,0 +1,67 @@
+"""The projected-threat head's logit as extra window evidence (issue 7).
+
+With ``ScoreSpec.params["tip_weight"] = w > 0`` (and a :class:`~xrayscreen.model.tip_head.TipHead`
+in the bundle) each view's evidence becomes
+
+    z_model [+ w_density * z_density] + w * z_head,
+
+``z_head`` = the head's logit for that view as a robust z-score among the scan's own
+scored windows (the same "unusual for this bag" reading as every other term), before
+the views' combination, the spatial context and the calibration
+(:func:`xrayscreen.inference.zoom.evidence`). The head is trained at training time on
+simulated threats projected into the normal training bags, never on a real threat
+(``training.tip_head``). Measured in ``docs/BENCHMARKS.md`` (issue 7, ninth session).
+
+A scan with fewer than :data:`scan_norm.MIN_WINDOWS` scored windows gets no head term.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from xrayscreen.errors import ConfigError
+from xrayscreen.inference import params, scan_norm
+
+KEY = "tip_weight"
+MAX_WEIGHT = 10.0
+#: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
+#: turn a slightly higher logit into an alarm (the same floor the density term uses).
+SCALE_FLOOR = 0.02
+
+
+def weight_of(spec: Any) -> float:
+    """The head's weight ``w`` a score spec asks for (0.0 = off).
+
+    Raises:
+        ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
+    """
+    w = params.number(spec, KEY, 0.0)
+    if not 0.0 <= w <= MAX_WEIGHT:  # also rejects NaN
+        raise ConfigError(f"{KEY} must be in [0, {MAX_WEIGHT:g}], got {params.of(spec)[KEY]!r}")
+    return w
+
+
+def enabled(spec: Any) -> bool:
+    """Whether the spec adds the projected-threat head's evidence."""
+    return weight_of(spec) > 0.0
+
+
+def normalise(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Robust z-score of one scan's head logits among its ``valid`` windows.
+
+    Zero everywhere when fewer than :data:`scan_norm.MIN_WINDOWS` windows are valid.
+
+    Raises:
+        ConfigError: for non-finite logits.
+    """
+    vals = logits if valid is None else logits[valid]
+    if vals.numel() < scan_norm.MIN_WINDOWS:
+        return torch.zeros_like(logits, dtype=torch.float32)
+    med, scale = scan_norm.robust_stats(vals.detach().float().cpu())
+    scale = max(scale, SCALE_FLOOR)
+    if not (math.isfinite(med) and math.isfinite(scale)):
+        raise ConfigError("the projected-threat head's logits are not finite")
+    return ((logits.float() - med) / scale).float()

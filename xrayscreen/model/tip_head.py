@@ -1,0 +1,123 @@
+"""A window head trained on threats projected into the normal training bags (issue 7).
+
+GANomaly's feature memory (:mod:`.feature_bank`) only knows what normal looks like; a
+thin, lightly attenuating blade is ordinary enough in that space to be missed. Airports
+keep screeners sharp by projecting stored threat images into live bags (threat image
+projection, TIP; :mod:`xrayscreen.imaging.tip`). At training time the product does the
+same with its own simulated threats on the *normal* training bags and fits, per view
+(working scale, zoomed-out), a small MLP on the memory's standardised embedding of each
+window: projected-threat windows against the bags' own threat-free windows. No real
+threat is ever read. At score time the head's logit is one more piece of per-window
+evidence beside GANomaly's (:mod:`xrayscreen.inference.tip_evidence`).
+
+The head is plain tensors so the bundle stays safetensors + JSON: for V views,
+``w1 (V, H, D)``, ``b1 (V, H)``, ``w2 (V, H)``, ``b2 (V,)``; logit =
+``w2 . relu(w1 q + b1) + b2`` on the embedding ``q`` (``(pool(G_E map) - mean) / std``
+of the bundle's feature memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from xrayscreen.errors import ConfigError
+
+PREFIX = "tiphead."
+#: Views a head is fitted for, in column order: the working scale, then the zoomed-out one.
+VIEWS = ("window", "zoomed")
+_NAMES = ("w1", "b1", "w2", "b2")
+
+
+@dataclass
+class TipHead:
+    """One small MLP per view on feature-memory embeddings.
+
+    Attributes:
+        w1: ``(V, H, D)`` first-layer weights.
+        b1: ``(V, H)`` first-layer biases.
+        w2: ``(V, H)`` output weights.
+        b2: ``(V,)`` output biases.
+    """
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+    @property
+    def views(self) -> int:
+        """Number of views (columns of :meth:`logits`)."""
+        return int(self.w1.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension the head reads."""
+        return int(self.w1.shape[2])
+
+    @classmethod
+    def from_modules(cls, nets: list[nn.Sequential]) -> TipHead:
+        """Stack trained ``Linear(D, H) -> ReLU -> [Dropout] -> Linear(H, 1)`` nets, one per view.
+
+        Raises:
+            ConfigError: for nets of another shape.
+        """
+        lin = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
+        if not lin or any(len(ls) != 2 or ls[1].out_features != 1 for ls in lin):
+            raise ConfigError("a TIP head is Linear(D, H) -> ReLU -> Linear(H, 1) per view")
+        with torch.no_grad():
+            return cls(
+                w1=torch.stack([ls[0].weight.detach().float().cpu() for ls in lin]),
+                b1=torch.stack([ls[0].bias.detach().float().cpu() for ls in lin]),
+                w2=torch.stack([ls[1].weight.detach().float().cpu()[0] for ls in lin]),
+                b2=torch.stack([ls[1].bias.detach().float().cpu()[0] for ls in lin]),
+            )
+
+    def to(self, device: torch.device | str) -> TipHead:
+        """A float32 copy on ``device``."""
+        return TipHead(*(getattr(self, n).to(device, torch.float32) for n in _NAMES))
+
+    def logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` float32 logits of standardised embeddings ``(N, D)``, every view's head.
+
+        Cheap next to the generator (two small matmuls per view), so every window gets
+        every view's logit and the caller keeps the column of the view it scored.
+        """
+        q = emb.float()
+        h = torch.relu(torch.einsum("nd,vhd->vnh", q, self.w1.to(q.device)) + self.b1[:, None])
+        return (torch.einsum("vnh,vh->nv", h, self.w2.to(q.device)) + self.b2).float()
+
+    # -- storage -------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors for the bundle's safetensors file (float32)."""
+        return {f"{PREFIX}{n}": getattr(self, n).float().contiguous() for n in _NAMES}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> TipHead:
+        """Rebuild from :meth:`tensors`, checking shapes against the memory's dimension.
+
+        Raises:
+            ConfigError: missing, inconsistent or non-finite tensors.
+        """
+        try:
+            w1, b1, w2, b2 = (tensors[f"{PREFIX}{n}"].float() for n in _NAMES)
+        except KeyError as exc:
+            raise ConfigError(f"TIP head incomplete: {exc.args[0]} missing") from None
+        if w1.ndim != 3 or w1.shape[0] != len(VIEWS) or w1.shape[2] != dim:
+            raise ConfigError(
+                f"TIP head weights {tuple(w1.shape)} do not fit {len(VIEWS)} views of "
+                f"{dim}-dimensional embeddings"
+            )
+        v, h = w1.shape[:2]
+        if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
+            raise ConfigError("TIP head shapes do not fit together")
+        if not all(torch.isfinite(t).all() for t in (w1, b1, w2, b2)):
+            raise ConfigError("TIP head contains NaN / Inf")
+        return cls(w1=w1, b1=b1, w2=w2, b2=b2)
+
+    @staticmethod
+    def present(tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether a bundle's tensors hold a head."""
+        return any(k.startswith(PREFIX) for k in tensors)
