@@ -64,6 +64,8 @@ class ModelEvaluation:
         threat_peaks: Peak calibrated score over windows touching each threat.
         tip_available: Whether threat projection was available.
         seconds: Wall time of the evaluation.
+        tip_trained: Whether the model's score includes a head trained on threats
+            projected by the same simulator (its detection rate here is then optimistic).
     """
 
     model_id: str
@@ -77,6 +79,7 @@ class ModelEvaluation:
     threat_peaks: list[float] = field(default_factory=list)
     tip_available: bool = False
     seconds: float = 0.0
+    tip_trained: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (the ``evaluation.json`` content)."""
@@ -301,7 +304,17 @@ def evaluate_bundle(
         threat_peaks=tpeaks,
         tip_available=tip_available(),
         seconds=time.perf_counter() - t0,
+        tip_trained=tip_trained(bundle),
     )
+
+
+def tip_trained(bundle: Any) -> bool:
+    """Whether ``bundle``'s score adds a head trained on projected threats
+    (:mod:`xrayscreen.inference.tip_evidence`), which this module's detection rate
+    then flatters."""
+    from xrayscreen.inference import tip_evidence
+
+    return getattr(bundle, "tip_head", None) is not None and tip_evidence.enabled(bundle.score)
 
 
 def compare_models(

@@ -51,3 +51,21 @@ def test_a_one_bag_difference_is_shown_but_not_coloured(qtbot):
 def test_no_active_model_no_difference(qtbot):
     card = _card(qtbot, Comparison(_ev([0.0, 3.0], [3.0]), None))
     assert card.cells[("far", "diff")].text() == "—"
+
+
+def test_a_head_trained_on_projected_threats_is_named_in_the_note(qtbot):
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    bags, threats = rng.normal(1.5, 1, 20), rng.normal(2.5, 1, 20)
+    plain = _ev(bags, threats)
+    card = _card(qtbot, Comparison(plain, plain))
+    assert "optimistic" not in card.note.text()
+    headed = dataclasses.replace(plain, tip_trained=True)
+    card = _card(qtbot, Comparison(headed, plain))
+    assert "The new model's score includes a head trained on threats" in card.note.text()
+    card = _card(qtbot, Comparison(headed, headed))
+    assert "The new and the active model's score" in card.note.text()
+    # An evaluation written before the field existed still loads (default: no head).
+    old = {k: v for k, v in plain.to_dict().items() if k != "tip_trained"}
+    assert Comparison.from_dict({"new": old, "active": None}).new.tip_trained is False

@@ -121,3 +121,16 @@ def test_comparison_difference_is_paired_and_knows_when_it_cannot_compare():
     assert Comparison(_ev(bags, []), _ev(bags, [])).difference("det") is None
     with pytest.raises(ValueError, match="unknown comparison figure"):
         same.difference("auc")
+
+
+def test_a_head_trained_on_projected_threats_is_recorded(bundle):
+    from types import SimpleNamespace
+
+    from xrayscreen.model.bundle import ScoreSpec
+
+    ev = evaluate_bundle(bundle, [_scan(0)], threshold=1.0, stride=8)
+    assert ev.tip_trained is False and re_.tip_trained(bundle) is False
+    head = SimpleNamespace(tip_head=object(), score=ScoreSpec(params={"tip_weight": 0.5}))
+    assert re_.tip_trained(head) is True
+    head.score = ScoreSpec(params={})  # a head the score does not use
+    assert re_.tip_trained(head) is False

@@ -178,6 +178,17 @@ class ModelCompareCard(QFrame):
             )
         if comparison.active is None:
             parts.append("The active model could not be evaluated on these bags.")
+        trained = [
+            name
+            for name, ev in (("new", comparison.new), ("active", comparison.active))
+            if ev is not None and ev.tip_trained and ev.n_threats
+        ]
+        if trained:
+            parts.append(
+                f"The {' and the '.join(trained)} model's score includes a head trained on "
+                "threats projected by the same simulator: its detection rate here is "
+                "optimistic (the false-alarm rate is not affected)."
+            )
         parts.append(
             "A difference is coloured only when its 95 % interval (the same bags resampled "
             "for both models) excludes zero; otherwise these bags cannot tell the models apart."
