@@ -12,7 +12,7 @@ import sys
 
 from xrayscreen.errors import XrayscreenError
 
-from .config import TrainConfig, without_palette_jitter
+from .config import TrainConfig, xray_settings
 
 # CLI flag -> TrainConfig field (flags left unset keep the --config file's / default value).
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -219,9 +219,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["augment"] = False
     # A config file or the flag asks for a palette jitter explicitly; the X-ray default's
     # is dropped for raw dual-energy input (no false colours to turn).
-    asked = args.config or getattr(args, "jitter_hue", None) is not None
-    explicit = {"jitter_hue"} if asked else set()
-    return TrainConfig.from_dict(without_palette_jitter(base, explicit))
+    # Likewise the projected-threat head for a score without a feature memory.
+    explicit = {
+        key
+        for key in ("jitter_hue", "tip_weight")
+        if args.config or getattr(args, key, None) is not None
+    }
+    return TrainConfig.from_dict(xray_settings(base, explicit))
 
 
 def run(args: argparse.Namespace) -> int:

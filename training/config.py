@@ -34,7 +34,9 @@ KEEP_CHOICES = ("final", "best_val")
 # (``robust_z``), taken as the larger of the window's and its 2x zoomed-out view's
 # (``zoom``; the view sees the object and its surroundings), each view plus half its
 # window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
-# the larger part), and averaged over a 128 px spatial context that keeps a quarter of
+# the larger part) and half the z-score of a head that reads the memory's embedding,
+# trained on simulated threats projected into the normal training bags (``tip_weight``;
+# no real threat is used), and averaged over a 128 px spatial context that keeps a quarter of
 # each window's own score (small threats are not averaged away). The generator trains on
 # windows rendered as other scanners might (``jitter_gamma``, ``jitter_hue``: density and
 # palette). The dataclass defaults stay the paper's configuration (the MNIST Table 1
@@ -58,6 +60,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "zoom": 2.0,
     "zoom_mix": "max",
     "density_weight": 0.5,
+    "tip_weight": 0.5,
     "bank_gammas": [0.8, 1.25],
     "jitter_gamma": 1.25,
     "jitter_hue": 20.0,
@@ -74,6 +77,25 @@ def without_palette_jitter(settings: dict[str, Any], explicit: Any = ()) -> dict
     if "jitter_hue" not in explicit and channels_of(rep) != 3 and settings.get("jitter_hue"):
         return {**settings, "jitter_hue": 0.0}
     return settings
+
+
+def without_unusable_head(settings: dict[str, Any], explicit: Any = ()) -> dict[str, Any]:
+    """``settings`` with the default projected-threat head dropped for a score it cannot
+    join (no feature memory, or no per-scan normalisation), unless ``tip_weight`` was
+    asked for explicitly (then validation refuses it with a clear message)."""
+    usable = (
+        settings.get("score_kind", "latent") in FEATURE_KINDS
+        and settings.get("scan_norm", "none") == "robust_z"
+    )
+    if "tip_weight" not in explicit and not usable and settings.get("tip_weight"):
+        return {**settings, "tip_weight": 0.0}
+    return settings
+
+
+def xray_settings(settings: dict[str, Any], explicit: Any = ()) -> dict[str, Any]:
+    """The X-ray defaults' automatic adjustments to explicit changes (palette jitter and
+    projected-threat head dropped where they cannot apply)."""
+    return without_unusable_head(without_palette_jitter(settings, explicit), explicit)
 
 
 @dataclass
@@ -424,7 +446,7 @@ class TrainConfig:
             ``TrainConfig.xray(epochs=10, ngf=32)``
         """
         base: dict[str, Any] = {**XRAY_DEFAULTS, "research": dict(XRAY_RESEARCH_DEFAULTS)}
-        return cls(**without_palette_jitter({**base, **changes}, explicit=changes))
+        return cls(**xray_settings({**base, **changes}, explicit=changes))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated)."""

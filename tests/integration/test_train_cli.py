@@ -83,6 +83,9 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.score.params["ref_scale_zoom"] > 0 and "zoom_weight" not in b.score.params
     assert b.score.params["density_weight"] == 0.5
     assert b.training["config"]["bank_gammas"] == [0.8, 1.25]  # the memory's rendered copies
+    # A head trained on threats projected into the training bags joins the evidence.
+    assert b.score.params["tip_weight"] == 0.5 and b.tip_head is not None
+    assert summary["tip_head"]["projected_bags"] == b.provenance["n_train_scans"]
     # The generator trained on windows rendered as other scanners might.
     assert b.training["config"]["jitter_gamma"] == 1.25 and b.training["config"]["jitter_hue"] == 20
     assert (
@@ -201,7 +204,7 @@ def test_cli_scan_norm_calibrates_normalised_scores(tmp_path, capsys):
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--scan-norm", "robust_z"]
-    alone = ["--context-px", "0", "--zoom", "1", "--density-weight", "0"]
+    alone = ["--context-px", "0", "--zoom", "1", "--density-weight", "0", "--tip-weight", "0"]
     assert main([*args, *alone]) == 0  # the normalisation alone
     capsys.readouterr()
     b = load_bundle(out)
@@ -344,6 +347,20 @@ def test_api_without_scans_to_read_again_ships_no_head(tmp_path):
     b = load_bundle(tmp_path / "m")
     assert b.tip_head is None and "tip_weight" not in b.score.params
     assert "tip_head" not in b.training
+
+
+def test_cli_head_follows_the_score_kind(tmp_path, capsys):
+    """The default head is left out of a score without a feature memory; asked for
+    explicitly there, it is a clean error."""
+    bags = make_bags(tmp_path / "normal", n=3)
+    base = ["train", str(bags), *TINY, "--score-kind", "latent", "--scan-norm", "none",
+            "--density-weight", "0"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    b = load_bundle(tmp_path / "m")
+    assert b.tip_head is None and "tip_weight" not in b.score.params
+    assert main([*base, "--out", str(tmp_path / "m2"), "--tip-weight", "0.5"]) == 2
+    assert "tip_weight adds a head" in capsys.readouterr().err
 
 
 def test_cli_density_weight_needs_the_scan_normalisation(tmp_path, capsys):

@@ -98,7 +98,7 @@ def test_config_accepts_the_weight_only_on_memory_plus_scores():
     with pytest.raises(ConfigError, match=">= 0"):
         cfg.replace(dfeat_weight=-1.0)
     with pytest.raises(ConfigError, match="memory-plus"):
-        cfg.replace(dfeat_weight=0.5, score_kind="residual_excess")
+        cfg.replace(dfeat_weight=0.5, score_kind="residual_excess", tip_weight=0.0)
 
 
 def test_training_fits_the_spread_and_keeps_the_parts_apart(tmp_path):

@@ -240,7 +240,11 @@ def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
 
 
 def test_config_refuses_a_head_it_cannot_score():
-    assert TrainConfig.xray(tip_weight=0.5).tip_weight == 0.5
+    assert TrainConfig.xray().tip_weight == 0.5  # the X-ray default (issue 7, ninth session)
+    # The default head is dropped for a score it cannot join; asked for, it is refused.
+    assert TrainConfig.xray(score_kind="latent").tip_weight == 0.0
+    with pytest.raises(ConfigError, match="feature-memory score kind"):
+        TrainConfig.xray(score_kind="latent", tip_weight=0.5)
     with pytest.raises(ConfigError, match="feature-memory score kind"):
         TrainConfig(tip_weight=0.5)  # the paper's latent score has no memory
     with pytest.raises(ConfigError, match="tip_weight"):
