@@ -65,9 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean-bags", type=int, default=6)
     ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--drop-param",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="score the same bundle without this score setting (e.g. tip_weight: the same "
+        "weights without the projected-threat head); repeatable",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.bundle)
+    if args.drop_param:
+        missing = [k for k in args.drop_param if k not in bundle.score.params]
+        if missing:
+            raise SystemExit(f"the bundle's score has no {', '.join(missing)}")
+        bundle.score.params = {
+            k: v for k, v in bundle.score.params.items() if k not in args.drop_param
+        }
     engine = ScoringEngine(bundle, "cpu")
     t0 = time.perf_counter()
     pools: dict[str, dict[str, list[np.ndarray]]] = {
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "benchmark": "default_model_window_auc",
                 "bundle": str(args.bundle),
+                "dropped_params": args.drop_param,
                 "model_id": bundle.model_id,
                 "threat_bags": args.threat_bags,
                 "clean_bags": args.clean_bags,

@@ -65,7 +65,9 @@ def test_a_head_trained_on_projected_threats_is_named_in_the_note(qtbot):
     card = _card(qtbot, Comparison(headed, plain))
     assert "The new model's score includes a head trained on threats" in card.note.text()
     card = _card(qtbot, Comparison(headed, headed))
-    assert "The new and the active model's score" in card.note.text()
+    assert "Both models' scores include a head" in card.note.text()
+    card = _card(qtbot, Comparison(plain, headed))
+    assert "The active model's score includes a head" in card.note.text()
     # An evaluation written before the field existed still loads (default: no head).
     old = {k: v for k, v in plain.to_dict().items() if k != "tip_trained"}
     assert Comparison.from_dict({"new": old, "active": None}).new.tip_trained is False

@@ -183,11 +183,17 @@ class ModelCompareCard(QFrame):
             for name, ev in (("new", comparison.new), ("active", comparison.active))
             if ev is not None and ev.tip_trained and ev.n_threats
         ]
-        if trained:
+        if len(trained) == 2:
             parts.append(
-                f"The {' and the '.join(trained)} model's score includes a head trained on "
-                "threats projected by the same simulator: its detection rate here is "
-                "optimistic (the false-alarm rate is not affected)."
+                "Both models' scores include a head trained on threats projected by the same "
+                "simulator: their detection rates here are optimistic (the false-alarm rates "
+                "are not affected)."
+            )
+        elif trained:
+            parts.append(
+                f"The {trained[0]} model's score includes a head trained on threats projected "
+                "by the same simulator: its detection rate here is optimistic (the "
+                "false-alarm rate is not affected)."
             )
         parts.append(
             "A difference is coloured only when its 95 % interval (the same bags resampled "

@@ -30,6 +30,9 @@ def test_default_model_is_small_and_complete():
     assert b.score.params["zoom"] == 2.0 and b.score.params["zoom_mix"] == "max"
     assert b.score.params["ref_scale_zoom"] > 0
     assert b.score.params["sign"] == 1.0
+    # The projected-threat head, fitted on the simulator's threats in its training bags.
+    assert b.tip_head is not None and b.score.params["tip_weight"] == 0.5
+    assert b.training["tip_head"]["projected_bags"] == b.provenance["n_train_scans"]
     assert b.training["calibration_context"] == "held-out scans scored whole"
     assert b.input.window == 64 and b.config.nc == 3
     assert b.calibration is not None and b.calibration.n_windows > 100
@@ -42,7 +45,8 @@ def test_default_model_is_small_and_complete():
     expected = default_config().to_dict()
     keys = ("ngf", "ndf", "nz", "window", "stride", "representation", "lr", "seed", "score_kind")
     ctx = ("context_px", "context_self", "zoom", "zoom_mix", "target_bag_far", "bag_rule")
-    for key in (*keys, "scan_norm", *ctx, "bank_level", "bank_k", "bank_size", "research"):
+    memory = ("bank_level", "bank_k", "bank_size", "tip_weight", "tip_per_bag")
+    for key in (*keys, "scan_norm", *ctx, *memory, "research"):
         assert cfg[key] == expected[key], key
     assert len(b.provenance["data_fingerprint"]) == 64
 
