@@ -71,18 +71,32 @@ class TipRows:
     n_threats: int
 
 
-def project_bag(scan: Scan, rng: np.random.Generator, per_bag: int) -> tuple[Scan, list]:
+def project_bag(
+    scan: Scan,
+    rng: np.random.Generator,
+    per_bag: int,
+    size_range: tuple[float, float] = SIZE_RANGE,
+    thickness_range: tuple[float, float] = THICKNESS_RANGE,
+) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
+
+    Args:
+        scan: A normal scan.
+        rng: Draws the threats, their sizes, thicknesses, shapes and places.
+        per_bag: Threats to project.
+        size_range: Range of the factor the bag's pixel pitch is multiplied by
+            (uniform; 2 = the threat shown half as large).
+        thickness_range: Range of the areal-density factor (log-uniform).
 
     Returns:
         The new scan (its own pixel pitch kept) and the threats' boxes (original pixels).
     """
     h, w = scan.shape
     base = scan.pixel_mm or FIELD_MM / max(h, w)
-    pitch = base * float(rng.uniform(*SIZE_RANGE))
+    pitch = base * float(rng.uniform(*size_range))
     out = dataclasses.replace(scan, pixel_mm=pitch)
     boxes = []
-    lo, hi = (math.log(t) for t in THICKNESS_RANGE)
+    lo, hi = (math.log(t) for t in thickness_range)
     for kind in rng.choice(THREATS, per_bag):
         res = project_threat(
             out,

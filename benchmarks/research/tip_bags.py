@@ -30,29 +30,22 @@ import cv2
 import numpy as np
 
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.imaging.simulator import THREATS
-from xrayscreen.imaging.tip import project_threat
+from xrayscreen.training.tip_head import FIELD_MM
+from xrayscreen.training.tip_head import project_bag as tip_project_bag
 
 CLASS_OF = {"gun": 0, "knife": 1, "blade": 1}
 
 
 def project_bag(rgb: np.ndarray, rng: np.random.Generator, a: argparse.Namespace):
-    """``a.per_bag`` threats projected one after another into one bag (uint8 RGB at the
-    protocol scale); returns the new RGB and ``(class, x0, y0, x1, y1)`` per threat."""
-    scan = Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR, pixel_mm=float(rng.uniform(*a.pixel_mm)))
-    boxes = []
-    for kind in rng.choice(THREATS, a.per_bag):
-        lo, hi = np.log(a.thickness)
-        res = project_threat(
-            scan,
-            str(kind),
-            seed=int(rng.integers(2**31)),
-            thickness=float(np.exp(rng.uniform(lo, hi))),
-        )
-        scan = res.scan
-        b = res.box
-        boxes.append((CLASS_OF[str(kind)], b.x0, b.y0, b.x1, b.y1))
-    return scan.rgb, boxes
+    """``a.per_bag`` threats projected into one bag (uint8 RGB at the protocol scale) by the
+    product's own projection (``xrayscreen.training.tip_head.project_bag``); returns the
+    new RGB and ``(class, x0, y0, x1, y1)`` per threat. ``a.pixel_mm`` is the pitch range
+    at the 800 px scale (the product draws a factor on the bag's pitch: the same thing)."""
+    scan = Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR)
+    base = FIELD_MM / max(rgb.shape[:2])
+    size = (a.pixel_mm[0] / base, a.pixel_mm[1] / base)
+    out, boxes = tip_project_bag(scan, rng, a.per_bag, size, tuple(a.thickness))
+    return out.rgb, [(CLASS_OF[b.label], b.x0, b.y0, b.x1, b.y1) for b in boxes]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,13 +26,11 @@ bag" to speak of: its density term is zero (the model evidence stands alone).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import attenuation_ceiling
 from xrayscreen.inference import params, scan_norm
 from xrayscreen.inference.windows import WindowGrid
@@ -51,10 +49,7 @@ def weight_of(spec: Any) -> float:
     Raises:
         ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
     """
-    w = params.number(spec, KEY, 0.0)
-    if not 0.0 <= w <= MAX_WEIGHT:  # also rejects NaN
-        raise ConfigError(f"{KEY} must be in [0, {MAX_WEIGHT:g}], got {params.of(spec)[KEY]!r}")
-    return w
+    return params.weight(spec, KEY, MAX_WEIGHT)
 
 
 def enabled(spec: Any) -> bool:
@@ -105,11 +100,4 @@ def normalise(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
 
     Zero everywhere when fewer than :data:`scan_norm.MIN_WINDOWS` windows are valid.
     """
-    vals = values if valid is None else values[valid]
-    if vals.numel() < scan_norm.MIN_WINDOWS:
-        return torch.zeros_like(values, dtype=torch.float32)
-    med, scale = scan_norm.robust_stats(vals.detach().float().cpu())
-    scale = max(scale, SCALE_FLOOR)
-    if not math.isfinite(scale):
-        raise ConfigError("window densities are not finite")
-    return ((values.float() - med) / scale).float()
+    return scan_norm.robust_z(values, valid, SCALE_FLOOR, "window densities")

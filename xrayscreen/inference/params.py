@@ -24,3 +24,15 @@ def number(spec: Any, key: str, default: float, what: str = "a number") -> float
         return float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be {what}, got {raw!r}") from None
+
+
+def weight(spec: Any, key: str, max_weight: float) -> float:
+    """``params[key]`` as a weight in [0, ``max_weight``] (0.0 when unset = off).
+
+    Raises:
+        ConfigError: for a non-numeric weight or one outside the range (NaN included).
+    """
+    w = number(spec, key, 0.0)
+    if not 0.0 <= w <= max_weight:  # also rejects NaN
+        raise ConfigError(f"{key} must be in [0, {max_weight:g}], got {of(spec)[key]!r}")
+    return w

@@ -52,6 +52,28 @@ def robust_stats(values: torch.Tensor) -> tuple[float, float]:
     return med, (q3 - q1) / _IQR_TO_SIGMA
 
 
+def robust_z(
+    values: torch.Tensor, valid: torch.Tensor | None, floor: float, what: str
+) -> torch.Tensor:
+    """Robust z-score of one scan's per-window values among its ``valid`` windows, with
+    the scale floored at ``floor`` (evidence terms beside the model's: window density,
+    the projected-threat head's logits).
+
+    Zero everywhere when fewer than :data:`MIN_WINDOWS` windows are valid.
+
+    Raises:
+        ConfigError: ``"<what> are not finite"`` for non-finite statistics.
+    """
+    vals = values if valid is None else values[valid]
+    if vals.numel() < MIN_WINDOWS:
+        return torch.zeros_like(values, dtype=torch.float32)
+    med, scale = robust_stats(vals.detach().float().cpu())
+    scale = max(scale, floor)
+    if not (np.isfinite(med) and np.isfinite(scale)):
+        raise ConfigError(f"{what} are not finite")
+    return ((values.float() - med) / scale).float()
+
+
 def normalise(spec: Any, raw: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Apply the spec's scan normalisation to one scan's window scores.
 

@@ -17,12 +17,10 @@ A scan with fewer than :data:`scan_norm.MIN_WINDOWS` scored windows gets no head
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from xrayscreen.errors import ConfigError
 from xrayscreen.inference import params, scan_norm
 
 KEY = "tip_weight"
@@ -38,10 +36,7 @@ def weight_of(spec: Any) -> float:
     Raises:
         ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
     """
-    w = params.number(spec, KEY, 0.0)
-    if not 0.0 <= w <= MAX_WEIGHT:  # also rejects NaN
-        raise ConfigError(f"{KEY} must be in [0, {MAX_WEIGHT:g}], got {params.of(spec)[KEY]!r}")
-    return w
+    return params.weight(spec, KEY, MAX_WEIGHT)
 
 
 def enabled(spec: Any) -> bool:
@@ -57,11 +52,4 @@ def normalise(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     Raises:
         ConfigError: for non-finite logits.
     """
-    vals = logits if valid is None else logits[valid]
-    if vals.numel() < scan_norm.MIN_WINDOWS:
-        return torch.zeros_like(logits, dtype=torch.float32)
-    med, scale = scan_norm.robust_stats(vals.detach().float().cpu())
-    scale = max(scale, SCALE_FLOOR)
-    if not (math.isfinite(med) and math.isfinite(scale)):
-        raise ConfigError("the projected-threat head's logits are not finite")
-    return ((logits.float() - med) / scale).float()
+    return scan_norm.robust_z(logits, valid, SCALE_FLOOR, "the projected-threat head's logits")
