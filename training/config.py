@@ -34,7 +34,7 @@ KEEP_CHOICES = ("final", "best_val")
 # (``robust_z``), taken as the larger of the window's and its 2x zoomed-out view's
 # (``zoom``; the view sees the object and its surroundings), each view plus half its
 # window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
-# the larger part) and half the z-score of a head that reads the memory's embedding,
+# the larger part) and the z-score of a head that reads the memory's embedding,
 # trained on simulated threats projected into the normal training bags (``tip_weight``;
 # no real threat is used), and averaged over a 128 px spatial context that keeps a quarter of
 # each window's own score (small threats are not averaged away). The generator trains on
@@ -60,7 +60,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "zoom": 2.0,
     "zoom_mix": "max",
     "density_weight": 0.5,
-    "tip_weight": 0.5,
+    "tip_weight": 1.0,
     "bank_gammas": [0.8, 1.25],
     "jitter_gamma": 1.25,
     "jitter_hue": 20.0,

@@ -84,7 +84,7 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     assert b.score.params["density_weight"] == 0.5
     assert b.training["config"]["bank_gammas"] == [0.8, 1.25]  # the memory's rendered copies
     # A head trained on threats projected into the training bags joins the evidence.
-    assert b.score.params["tip_weight"] == 0.5 and b.tip_head is not None
+    assert b.score.params["tip_weight"] == 1.0 and b.tip_head is not None
     assert summary["tip_head"]["projected_bags"] == b.provenance["n_train_scans"]
     # The generator trained on windows rendered as other scanners might.
     assert b.training["config"]["jitter_gamma"] == 1.25 and b.training["config"]["jitter_hue"] == 20

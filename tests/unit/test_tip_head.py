@@ -240,7 +240,7 @@ def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
 
 
 def test_config_refuses_a_head_it_cannot_score():
-    assert TrainConfig.xray().tip_weight == 0.5  # the X-ray default (issue 7, ninth session)
+    assert TrainConfig.xray().tip_weight == 1.0  # the X-ray default (issue 7, ninth session)
     # The default head is dropped for a score it cannot join; asked for, it is refused.
     assert TrainConfig.xray(score_kind="latent").tip_weight == 0.0
     with pytest.raises(ConfigError, match="feature-memory score kind"):

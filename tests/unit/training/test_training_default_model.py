@@ -31,7 +31,7 @@ def test_default_model_is_small_and_complete():
     assert b.score.params["ref_scale_zoom"] > 0
     assert b.score.params["sign"] == 1.0
     # The projected-threat head, fitted on the simulator's threats in its training bags.
-    assert b.tip_head is not None and b.score.params["tip_weight"] == 0.5
+    assert b.tip_head is not None and b.score.params["tip_weight"] == 1.0
     assert b.training["tip_head"]["projected_bags"] == b.provenance["n_train_scans"]
     assert b.training["calibration_context"] == "held-out scans scored whole"
     assert b.input.window == 64 and b.config.nc == 3
