@@ -292,6 +292,10 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(tmp_path, fold
     assert np.allclose(mine["feature_knn"].heat, ref.latent_map, atol=1e-3)
     b = ModelScorer(bundle, ["feature_knn"]).score(scan)
     np.testing.assert_allclose(b["feature_knn"].window[fg], ref.window_scores[fg], atol=5e-2)
+    other = ModelScorer(bundle, ["latent"]).score(scan)  # the head joins the own kind only
     bundle.score.params = {k: v for k, v in params.items() if k != "tip_weight"}
     plain = EngineScorer(bundle).score(scan)
     assert not np.allclose(plain["feature_knn"].window[fg], ref.window_scores[fg], atol=1e-3)
+    np.testing.assert_allclose(
+        other["latent"].window, ModelScorer(bundle, ["latent"]).score(scan)["latent"].window
+    )

@@ -263,9 +263,8 @@ class ModelScorer:
         pix = torch.zeros((len(grid), grid.window, grid.window)) if want_pix else None
         specs = {k: self._spec(k) for k in kinds}
         own = self.bundle.score.kind
-        if self._head is not None and own not in specs:
-            raise ConfigError("the bundle's own score kind must be scored to add its head")
-        head = torch.zeros(len(grid)) if self._head is not None else None
+        # The head joins the bundle's own kind only; other kinds are scored without it.
+        head = torch.zeros(len(grid)) if self._head is not None and own in specs else None
         for start in range(0, len(idx), self.batch):
             sel = idx[start : start + self.batch]
             scores, outputs, xb, logits = self._forward(net, windows[sel], specs)
