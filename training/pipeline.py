@@ -421,10 +421,12 @@ def fit_score(
 
     The feature memory on TRAINING windows (never the held-out ones, which calibrate
     the score), a memory-plus kind's component spreads and the calibration on the
-    held-out windows, and -- for a spatial-context score, which needs each window's
+    held-out windows, the projected-threat head on the TRAINING scans read again
+    (``tip_weight``), and -- for a spatial-context score, which needs each window's
     neighbours -- the calibration again on the held-out scans read again and scored
     whole by the engine. Without those scans (pre-cut windows only) the window
-    calibration stays and a warning says so.
+    calibration stays, the head and the per-scan terms are left out, and a warning
+    says so.
     """
     warnings: list[str] = []
     if cfg.score_kind in FEATURE_KINDS:
