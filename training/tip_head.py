@@ -31,14 +31,21 @@ import torch
 from torch import nn
 
 from xrayscreen.errors import ConfigError
-from xrayscreen.evaluation.labelling import INSIDE_FRACTION, IOU_THRESHOLD, box_overlaps
+from xrayscreen.evaluation.annotations import Box
+from xrayscreen.evaluation.labelling import ANOMALOUS, NORMAL, label_boxes
 from xrayscreen.evaluation.metrics import roc_auc
 from xrayscreen.imaging.representation import model_input
 from xrayscreen.imaging.scan import Scan
 from xrayscreen.imaging.simulator import THREATS
 from xrayscreen.imaging.tip import project_threat
 from xrayscreen.inference import zoom
-from xrayscreen.inference.windows import WindowGrid, belt_mask, pad_to_grid
+from xrayscreen.inference.windows import (
+    WindowGrid,
+    belt_mask,
+    gather_windows,
+    pad_to_grid,
+    pad_with_air,
+)
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.tip_head import VIEWS, TipHead
 
@@ -124,27 +131,22 @@ def _window_rows(
     grid = WindowGrid(*work.shape, int(spec.window), STRIDE)
     x = torch.from_numpy(model_input(work, spec.representation, None))
     air = torch.tensor(air_value(spec.representation), dtype=x.dtype)
-    padded = air[:, None, None].expand(x.shape[0], *grid.padded_shape).clone()
-    padded[:, : grid.height, : grid.width] = x
+    padded = pad_with_air(x, grid, air)
     grey = torch.from_numpy(work.rgb).float().mean(dim=2) / 255.0
     belt = belt_mask(pad_to_grid(grey, grid, 1.0), grid).numpy()
-    scaled = [  # simulator boxes (named tuples), in working-scale pixels
-        b._replace(x0=b.x0 * factor, y0=b.y0 * factor, x1=b.x1 * factor, y1=b.y1 * factor)
-        for b in boxes
+    # The protocol's own box rule, on the threats' boxes in working-scale pixels.
+    scaled = [
+        Box(b.x0 * factor, b.y0 * factor, b.x1 * factor, b.y1 * factor, "threat") for b in boxes
     ]
-    inter, iou = box_overlaps(grid, scaled)
-    area = float(grid.window) ** 2
-    pos = ((iou > IOU_THRESHOLD) | (inter >= INSIDE_FRACTION * area)).any(axis=1) & ~belt
-    neg = np.nonzero(~(inter > 0).any(axis=1) & ~belt)[0]
+    label, _ = label_boxes(grid, scaled, ("threat",))
+    pos = (label == ANOMALOUS) & ~belt
+    neg = np.nonzero((label == NORMAL) & ~belt)[0]
     neg = rng.choice(neg, min(NEGATIVES_PER_BAG, len(neg)), replace=False)
     idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], np.sort(neg)]))
     labels = np.concatenate([np.ones(int(pos.sum())), np.zeros(len(neg))]).astype(np.float32)
     if not len(idx):
         return [], labels
-    win, s = grid.window, grid.stride
-    view = padded.unfold(1, win, s).unfold(2, win, s)
-    windows = view[:, idx // grid.cols, idx % grid.cols].permute(1, 0, 2, 3)
-    rows = [engine.embed_windows(windows).cpu()]
+    rows = [engine.embed_windows(gather_windows(padded, grid, idx)).cpu()]
     if zoom.enabled(bundle.score):
         zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
         rows.append(engine.embed_windows(zv.windows(idx)).cpu())

@@ -31,8 +31,9 @@ import torch
 from xrayscreen.evaluation.annotations import AnnotationSource, parse_mask_classes
 from xrayscreen.evaluation.dataset import ProtocolSettings, list_scans, prepare_dataset
 from xrayscreen.evaluation.floors import floor_scores
-from xrayscreen.evaluation.scorers import EngineScorer, _gather
+from xrayscreen.evaluation.scorers import EngineScorer
 from xrayscreen.imaging.representation import model_input
+from xrayscreen.inference.windows import gather_windows, pad_with_air
 from xrayscreen.model.bundle import load_bundle
 
 
@@ -240,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                             scan.scan, sc.bundle.input.representation, sc.bundle.input.scale
                         )
                     )
-                    padded = sc._air[:, None, None].expand(x.shape[0], *g.padded_shape).clone()
-                    padded[:, : g.height, : g.width] = x
-                    xw = _gather(padded, g, idx)
+                    padded = pad_with_air(x, g, sc._air)
+                    xw = gather_windows(padded, g, idx)
                 if dims is not None:
                     xw = xw.flip(dims)
                 if not a.embed_only:

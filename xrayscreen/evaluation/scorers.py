@@ -33,7 +33,7 @@ from xrayscreen.imaging.representation import WorkingScale, model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference import density, tip_evidence, zoom
 from xrayscreen.inference.results import WindowOutputs
-from xrayscreen.inference.windows import WindowGrid, fold_mean
+from xrayscreen.inference.windows import fold_mean, gather_windows, pad_with_air
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
 
 
@@ -214,7 +214,7 @@ class ModelScorer:
         if self._bank is None:
             self._bank = bank.to(self.device)
         fmap = encoder_map(encoder_body(net), xb, bank.level)
-        return {"feature_map": fmap, "bank": self._bank}
+        return {"embedding": self._bank.embed(fmap), "bank": self._bank}
 
     def _forward(
         self, net: Any, xs: torch.Tensor, specs: dict[str, Any]
@@ -236,7 +236,7 @@ class ModelScorer:
         }
         head = None
         if self._head is not None and ctx is not None:
-            head = self._head.logits(ctx["bank"].embed(ctx["feature_map"].float()))
+            head = self._head.logits(ctx["embedding"])
         return scores, outputs, xb, head
 
     @torch.inference_mode()
@@ -248,14 +248,12 @@ class ModelScorer:
             raise ConfigError(f"model input {tuple(x.shape[1:])} != protocol image {scan.shape}")
         grid = scan.grid
         c = x.shape[0]
-        padded = torch.empty((c, *grid.padded_shape), dtype=torch.float32)
-        padded[:] = self._air[:, None, None]
-        padded[:, : grid.height, : grid.width] = x
+        padded = pad_with_air(x.float(), grid, self._air)
         keep = torch.from_numpy(~scan.labels.belt).to(self.device)
         idx = torch.nonzero(keep).flatten()
         windows = torch.zeros((len(grid), c, grid.window, grid.window), device=self.device)
         if len(idx):
-            windows[idx] = _gather(padded.to(self.device), grid, idx)
+            windows[idx] = gather_windows(padded.to(self.device), grid, idx)
         net = self.bundle.generator.to(self.device).eval()
         kinds = [k for k in self.kinds if k != "residual_pixels"]
         want_pix = "residual_pixels" in self.kinds
@@ -373,8 +371,7 @@ class EngineScorer:
         )
         if tuple(x.shape[1:]) != scan.shape:
             raise ConfigError(f"model input {tuple(x.shape[1:])} != protocol image {scan.shape}")
-        padded = self._air[:, None, None].expand(x.shape[0], *grid.padded_shape).clone()
-        padded[:, : grid.height, : grid.width] = x
+        padded = pad_with_air(x, grid, self._air)
         belt = torch.from_numpy(scan.labels.belt)
         idx = torch.nonzero(~belt).flatten()
         n = len(grid)
@@ -383,7 +380,7 @@ class EngineScorer:
         res_max = torch.zeros(n)
         pix = torch.zeros((n, grid.window, grid.window))
         if len(idx):
-            out = self.engine.score_windows(_gather(padded, grid, idx), residual=True)
+            out = self.engine.score_windows(gather_windows(padded, grid, idx), residual=True)
             raw[idx] = out.latent.float().cpu()
             head = None
             if out.head is not None:
@@ -459,14 +456,6 @@ def _views(
         dens_zoom = torch.zeros(len(scan.grid))
         dens_zoom[idx] = view.densities(idx).cpu()
     return out, dens, dens_zoom, head_zoom
-
-
-def _gather(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:
-    """Windows ``idx`` (row-major grid indices) of a padded ``(C, H, W)`` image as
-    ``(n, C, win, win)``: one copy of just those windows, not of the whole grid."""
-    win, s = grid.window, grid.stride
-    view = padded.unfold(1, win, s).unfold(2, win, s)  # (C, rows, cols, win, win)
-    return view[:, idx // grid.cols, idx % grid.cols].permute(1, 0, 2, 3)
 
 
 def _with_scale(bundle: Any, scale: WorkingScale) -> Any:

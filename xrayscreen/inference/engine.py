@@ -51,6 +51,7 @@ from xrayscreen.inference.windows import (
     fold_mean,
     fold_separable,
     pad_to_grid,
+    pad_with_air,
 )
 from xrayscreen.model import feature_bank
 from xrayscreen.model.ganomaly import GeneratorOutput
@@ -411,7 +412,8 @@ class ScoringEngine:
             body = feature_bank.encoder_body(self.generator)
             fmap = feature_bank.encoder_map(body, xm[:n], self._bank.level)
         self._tap.clear()
-        return {"feature_map": fmap, "bank": self._bank}
+        # The memory's embedding, once: the k-NN and the projected-threat head both read it.
+        return {"embedding": self._bank.embed(fmap), "bank": self._bank}
 
     def _default_batch(self) -> int:
         if self.device.type != "cuda":
@@ -486,7 +488,7 @@ class ScoringEngine:
             if self._head is not None and ctx is not None:
                 # Every view's logit from the same embedding the k-NN reads: two small
                 # matmuls; the caller keeps the column of the view it scored.
-                head = self._head.logits(self._bank.embed(ctx["feature_map"]))
+                head = self._head.logits(ctx["embedding"])
             score = score_kinds.compute(self.bundle.score, x, out, ctx)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
         if self.device.type == "cuda":
@@ -704,7 +706,7 @@ class ScoringEngine:
                 sha256="strip",
             )
             x = torch.from_numpy(model_input(strip_scan, spec.representation, None)).to(dev)
-            xp = _pad_with(x, sg, air)  # (C, Hs, Wp)
+            xp = pad_with_air(x, sg, air[:, 0, 0])  # (C, Hs, Wp)
             if dens is not None:
                 dens[r0 * cols : r1 * cols] = density.window_means(xp, sg, spec.representation)
             # (rs, cols, win_y, win_x, C) view: a gather of it is one channels-last copy.
@@ -883,17 +885,6 @@ def _strip_grid(grid: WindowGrid, r0: int, r1: int) -> tuple[WindowGrid, int, in
     y1 = min(grid.height, y0 + h_pad)
     sg = WindowGrid(h_pad, grid.width, win, s)
     return sg, y0, y1
-
-
-def _pad_with(x: torch.Tensor, grid: WindowGrid, air: torch.Tensor) -> torch.Tensor:
-    """Pad ``(C, h, w)`` bottom/right to the grid's padded shape with per-channel air."""
-    ph, pw = grid.padded_shape
-    c, h, w = x.shape
-    if (h, w) == (ph, pw):
-        return x
-    out = air.to(x.dtype).expand(c, ph, pw).clone()
-    out[:, :h, :w] = x
-    return out
 
 
 def at_working_scale(scan: Scan, factor: float, representation: str) -> Scan:

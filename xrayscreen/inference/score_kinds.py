@@ -113,9 +113,9 @@ def compute(
     spread on held-out normal windows (``dfeat_scale``, fitted at training).
 
     Args:
-        context: Run-time inputs that are not settings: ``feature_map`` (the encoder
-            map at the bank's level for this batch) and ``bank`` (a
-            :class:`~xrayscreen.model.feature_bank.FeatureBank`), for feature kinds;
+        context: Run-time inputs that are not settings: ``embedding`` (the bank's
+            standardised embedding of this batch's encoder maps, ``FeatureBank.embed``)
+            and ``bank`` (a :class:`~xrayscreen.model.feature_bank.FeatureBank`), for feature kinds;
             ``dfeat`` (``(N,)`` discriminator-feature residuals) when the spec has a
             ``dfeat_weight``.
 
@@ -182,13 +182,13 @@ def residual_excess(
 def feature_knn(x: torch.Tensor, outputs: GeneratorOutput, params: dict[str, Any]) -> torch.Tensor:
     """Mean distance of the window's G_E feature embedding to its k nearest normal
     training windows (:mod:`xrayscreen.model.feature_bank`). Needs ``context``."""
-    fmap, bank = params.get("_feature_map"), params.get("_bank")
-    if fmap is None or bank is None:
+    emb, bank = params.get("_embedding"), params.get("_bank")
+    if emb is None or bank is None:
         raise ConfigError(
             "score kind 'feature_knn' needs the encoder feature map and the model's feature "
             "bank; this model file has no feature bank or the caller did not pass it"
         )
-    return bank.score(fmap)
+    return bank.score_embedded(emb)
 
 
 # Memory-plus kinds: the feature-memory distance plus a second, generator-based part,

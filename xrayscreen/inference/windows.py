@@ -83,6 +83,26 @@ def pad_to_grid(image: torch.Tensor, grid: WindowGrid, value: float) -> torch.Te
     return F.pad(image, (0, pw - w, 0, ph - h), value=value)
 
 
+def pad_with_air(x: torch.Tensor, grid: WindowGrid, air: torch.Tensor) -> torch.Tensor:
+    """Pad ``(C, h, w)`` bottom/right to the grid's padded shape with per-channel ``air``
+    (``(C,)``); ``x`` itself when it already has that shape."""
+    ph, pw = grid.padded_shape
+    c, h, w = x.shape
+    if (h, w) == (ph, pw):
+        return x
+    out = air.to(x.device, x.dtype)[:, None, None].expand(c, ph, pw).clone()
+    out[:, :h, :w] = x
+    return out
+
+
+def gather_windows(padded: torch.Tensor, grid: WindowGrid, idx: torch.Tensor) -> torch.Tensor:
+    """Windows ``idx`` (row-major grid indices) of a padded ``(C, H, W)`` image as
+    ``(n, C, win, win)``: one copy of just those windows, not of the whole grid."""
+    win, s = grid.window, grid.stride
+    view = padded.unfold(1, win, s).unfold(2, win, s)  # (C, rows, cols, win, win)
+    return view[:, idx // grid.cols, idx % grid.cols].permute(1, 0, 2, 3)
+
+
 def extract_windows(padded: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
     """All windows of a padded ``(C, H, W)`` tensor as a ``(N, C, win, win)`` view-based copy.
 

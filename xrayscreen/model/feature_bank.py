@@ -168,8 +168,11 @@ class FeatureBank:
         Returns:
             ``(N,)`` float32 scores (higher = less like any normal window).
         """
-        q = self.embed(fmap)
-        mem_t, mem_sq = self._search_form(fmap.device)
+        return self.score_embedded(self.embed(fmap), chunk)
+
+    def score_embedded(self, q: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """:meth:`score` of embeddings already made by :meth:`embed` (``(N, D)``)."""
+        mem_t, mem_sq = self._search_form(q.device)
         k = min(self.k, mem_t.shape[1])
         out = []
         for i in range(0, len(q), chunk):

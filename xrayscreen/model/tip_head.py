@@ -85,9 +85,9 @@ class TipHead:
         Cheap next to the generator (two small matmuls per view), so every window gets
         every view's logit and the caller keeps the column of the view it scored.
         """
-        q = emb.float()
-        h = torch.relu(torch.einsum("nd,vhd->vnh", q, self.w1.to(q.device)) + self.b1[:, None])
-        return (torch.einsum("vnh,vh->nv", h, self.w2.to(q.device)) + self.b2).float()
+        q = emb.float()  # on the head's device (:meth:`to`)
+        h = torch.relu(torch.einsum("nd,vhd->vnh", q, self.w1) + self.b1[:, None])
+        return torch.einsum("vnh,vh->nv", h, self.w2) + self.b2
 
     # -- storage -------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
