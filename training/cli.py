@@ -101,10 +101,27 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "scans, read on the feature memory's embeddings and added to each view's per-scan "
         "score (0 = off)",
     ),
+    "tip_window_share": (
+        "tip_window_share",
+        float,
+        "share of that weight the working-scale view's head gets beside the zoomed-out "
+        "view's (default 1)",
+    ),
     "tip_per_bag": (
         "tip_per_bag",
         int,
         "threats projected into each training scan for that head (default 2)",
+    ),
+    "tip_hard_per_bag": (
+        "tip_hard_per_bag",
+        int,
+        "threat-free windows per training scan that head's first fit scores highest, "
+        "added for a refit (hard-negative mining; 0 = off)",
+    ),
+    "tip_members": (
+        "tip_members",
+        int,
+        "nets averaged into that head per view, each on its own sub-sample of the bags (default 1)",
     ),
     "dfeat_weight": (
         "dfeat_weight",

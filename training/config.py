@@ -164,7 +164,14 @@ class TrainConfig:
             0 = off. The head is fitted after training on simulated threats projected
             into the normal training scans (``training.tip_head``); it needs a
             feature-memory score kind and ``scan_norm="robust_z"``.
+        tip_window_share: Share of ``tip_weight`` the working-scale view's head gets
+            beside the zoomed-out view (whose head gets all of it); 1 = both alike.
         tip_per_bag: Threats projected into each training scan for the head.
+        tip_hard_per_bag: Hard negatives per training scan for the head: the
+            threat-free windows its first fit scores highest, added for a refit
+            (``training.tip_head``); 0 = no mining.
+        tip_members: Nets averaged into the head per view, each fitted on its own
+            sub-sample of the bags (1 = one net).
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -236,7 +243,10 @@ class TrainConfig:
     zoom_weight: float = 0.5
     density_weight: float = 0.0
     tip_weight: float = 0.0
+    tip_window_share: float = 1.0
     tip_per_bag: int = 2
+    tip_hard_per_bag: int = 0
+    tip_members: int = 1
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -346,8 +356,16 @@ class TrainConfig:
             raise ConfigError(
                 f"tip_weight must be in [0, {TIP_MAX_WEIGHT:g}] (0 = off), got {self.tip_weight}"
             )
+        if not 0.0 <= float(self.tip_window_share) <= 1.0:
+            raise ConfigError(f"tip_window_share must be in [0, 1], got {self.tip_window_share}")
         if not 1 <= int(self.tip_per_bag) <= 8:
             raise ConfigError(f"tip_per_bag must be 1-8 threats per bag, got {self.tip_per_bag}")
+        if not 0 <= int(self.tip_hard_per_bag) <= 1000:
+            raise ConfigError(
+                f"tip_hard_per_bag must be 0-1000 windows per bag, got {self.tip_hard_per_bag}"
+            )
+        if not 1 <= int(self.tip_members) <= 32:
+            raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
         if self.tip_weight > 0 and (
             self.score_kind not in FEATURE_KINDS or self.scan_norm != "robust_z"
         ):

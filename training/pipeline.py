@@ -519,11 +519,22 @@ def _fit_tip(
     and switch it on in the bundle's score; without those scans, a warning instead."""
     scans = iter_scans_of(sources, train_windows.scan_ids, train_windows.scan_names)
     try:
-        head, info = fit_tip_head(bundle, scans, device, per_bag=cfg.tip_per_bag, seed=cfg.seed)
+        head, info = fit_tip_head(
+            bundle,
+            scans,
+            device,
+            per_bag=cfg.tip_per_bag,
+            seed=cfg.seed,
+            hard_per_bag=cfg.tip_hard_per_bag,
+            members=cfg.tip_members,
+        )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]
     bundle.tip_head = head
-    bundle.score.params = {**bundle.score.params, "tip_weight": float(cfg.tip_weight)}
+    tip = {"tip_weight": float(cfg.tip_weight)}
+    if cfg.tip_window_share != 1.0:  # the default stays out of model.json
+        tip["tip_window_share"] = float(cfg.tip_window_share)
+    bundle.score.params = {**bundle.score.params, **tip}
     bundle.training["tip_head"] = info
     return []
 
@@ -533,5 +544,6 @@ def _drop_tip(bundle: ModelBundle) -> None:
     bundle.tip_head = None
     params = dict(bundle.score.params)
     params.pop("tip_weight", None)
+    params.pop("tip_window_share", None)
     bundle.score.params = params
     bundle.training.pop("tip_head", None)

@@ -60,8 +60,12 @@ FIELD_MM = 800.0
 STRIDE = 16
 #: Threat-free windows drawn per projected bag.
 NEGATIVES_PER_BAG = 300
+#: Share of a bag's threat-free windows a held-out separation's tail is read at.
+TAIL_FPR = 0.001
 HIDDEN = 64
 EPOCHS = 30
+#: Share of the bags each member of an averaged head is fitted on.
+MEMBER_BAGS = 0.8
 #: Share of projected bags held out to report the heads' own separation.
 HOLDOUT = 0.2
 
@@ -76,6 +80,9 @@ class TipRows:
     bag: torch.Tensor
     n_bags: int
     n_threats: int
+    #: True for the rows of the first fit (positives and the random negatives); False
+    #: for the other threat-free windows, only kept when hard negatives are mined.
+    sampled: torch.Tensor | None = None
 
 
 def project_bag(
@@ -118,10 +125,11 @@ def project_bag(
 
 
 def _window_rows(
-    engine: Any, scan: Scan, boxes: list, rng: np.random.Generator
-) -> tuple[list[torch.Tensor], np.ndarray]:
+    engine: Any, scan: Scan, boxes: list, rng: np.random.Generator, every_negative: bool = False
+) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
     """Embeddings (one tensor per view) of a projected scan's positive windows and a
-    sample of its threat-free ones, and their labels."""
+    sample of its threat-free ones (all of them with ``every_negative``, the sample
+    flagged), their labels and the flags."""
     from xrayscreen.inference.engine import air_value, at_working_scale
 
     bundle = engine.bundle
@@ -140,25 +148,35 @@ def _window_rows(
     ]
     label, _ = label_boxes(grid, scaled, ("threat",))
     pos = (label == ANOMALOUS) & ~belt
-    neg = np.nonzero((label == NORMAL) & ~belt)[0]
-    neg = rng.choice(neg, min(NEGATIVES_PER_BAG, len(neg)), replace=False)
-    idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], np.sort(neg)]))
-    labels = np.concatenate([np.ones(int(pos.sum())), np.zeros(len(neg))]).astype(np.float32)
+    free = np.nonzero((label == NORMAL) & ~belt)[0]
+    neg = np.sort(rng.choice(free, min(NEGATIVES_PER_BAG, len(free)), replace=False))
+    rest = np.setdiff1d(free, neg) if every_negative else np.zeros(0, dtype=neg.dtype)
+    idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], neg, rest]))
+    n_pos = int(pos.sum())
+    labels = np.concatenate([np.ones(n_pos), np.zeros(len(neg) + len(rest))]).astype(np.float32)
+    sampled = np.arange(len(labels)) < n_pos + len(neg)
     if not len(idx):
-        return [], labels
+        return [], labels, sampled
     rows = [engine.embed_windows(gather_windows(padded, grid, idx)).cpu()]
     if zoom.enabled(bundle.score):
         zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
         rows.append(engine.embed_windows(zv.windows(idx)).cpu())
     else:  # no zoomed view: its column is never read; fit it on the same rows
         rows.append(rows[0])
-    return rows, labels
+    return rows, labels, sampled
 
 
 def collect_rows(
-    bundle: ModelBundle, scans: Iterable[Scan], device: torch.device, per_bag: int, seed: int
+    bundle: ModelBundle,
+    scans: Iterable[Scan],
+    device: torch.device,
+    per_bag: int,
+    seed: int,
+    every_negative: bool = False,
 ) -> TipRows:
-    """Project threats into ``scans`` and embed their labelled windows (both views).
+    """Project threats into ``scans`` and embed their labelled windows (both views);
+    with ``every_negative`` all threat-free windows, the random sample flagged (the
+    projections and the sample do not change).
 
     Raises:
         ConfigError: when no projected window could be labelled a threat.
@@ -168,17 +186,18 @@ def collect_rows(
     engine = ScoringEngine(bundle, device)
     rng = np.random.default_rng([seed, 0x71B])
     xs: list[list[torch.Tensor]] = [[] for _ in VIEWS]
-    ys, bags = [], []
+    ys, bags, flags = [], [], []
     n_bags = n_threats = 0
     for scan in scans:
         tip, boxes = project_bag(scan, rng, per_bag)
-        rows, labels = _window_rows(engine, tip, boxes, rng)
+        rows, labels, sampled = _window_rows(engine, tip, boxes, rng, every_negative)
         n_threats += len(boxes)
         if not rows:
             continue
         for v in range(len(VIEWS)):
             xs[v].append(rows[v])
         ys.append(torch.from_numpy(labels))
+        flags.append(torch.from_numpy(sampled))
         bags.append(torch.full((len(labels),), n_bags))
         n_bags += 1
     y = torch.cat(ys) if ys else torch.zeros(0)
@@ -187,7 +206,14 @@ def collect_rows(
             "the projected-threat head needs normal training scans with room for a threat "
             "and threat-free windows; none could be made"
         )
-    return TipRows([torch.cat(x) for x in xs], y, torch.cat(bags), n_bags, n_threats)
+    return TipRows(
+        [torch.cat(x) for x in xs],
+        y,
+        torch.cat(bags),
+        n_bags,
+        n_threats,
+        torch.cat(flags) if every_negative else None,
+    )
 
 
 def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
@@ -214,35 +240,133 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
     return net.eval()
 
 
-@torch.no_grad()
-def fit_heads(rows: TipRows, seed: int) -> tuple[TipHead, dict[str, Any]]:
-    """Both views' heads from embedded rows, with the held-out separation measured first.
+def average_nets(nets: list[nn.Sequential]) -> nn.Sequential:
+    """One ``Linear -> ReLU -> Linear`` net whose logit is the mean of ``nets``' logits
+    (their hidden units side by side, the output weights divided by their number): an
+    ensemble stored in the head's own format, at the cost of a wider hidden layer."""
+    lin = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
+    n = len(nets)
+    first = nn.Linear(lin[0][0].in_features, sum(ls[0].out_features for ls in lin))
+    last = nn.Linear(first.out_features, 1)
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([ls[0].weight for ls in lin]))
+        first.bias.copy_(torch.cat([ls[0].bias for ls in lin]))
+        last.weight.copy_(torch.cat([ls[1].weight for ls in lin], dim=1) / n)
+        last.bias.copy_(torch.stack([ls[1].bias for ls in lin]).mean(dim=0))
+    return nn.Sequential(first, nn.ReLU(), last).eval()
+
+
+def _train_members(
+    rows: TipRows, v: int, use: torch.Tensor, seed: int, members: int
+) -> nn.Sequential:
+    """One net on the rows ``use`` allows or, with ``members`` > 1, the average of that
+    many, each on its own random :data:`MEMBER_BAGS` of the bags with its own seed
+    (sub-bagging: one fit's idiosyncratic benign outliers average away, a response every
+    member shares stays)."""
+    if members <= 1:
+        return train_mlp(rows.x[v][use], rows.y[use], seed)
+    bags = torch.unique(rows.bag[use])
+    gen = torch.Generator().manual_seed(seed)
+    keep_n = max(1, round(MEMBER_BAGS * len(bags)))
+    nets = []
+    for m in range(members):
+        keep = bags[torch.randperm(len(bags), generator=gen)[:keep_n]]
+        sub = use & torch.isin(rows.bag, keep)
+        nets.append(train_mlp(rows.x[v][sub], rows.y[sub], seed + 7919 * m))
+    return average_nets(nets)
+
+
+def _hard_rows(rows: TipRows, v: int, net: nn.Module, use: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` threat-free windows per bag that ``net`` scores highest,
+    among those ``use`` allows and the first fit did not see."""
+    cand = torch.nonzero(use & (rows.y == 0) & ~rows.sampled).squeeze(1)
+    if not len(cand):
+        return cand
+    s = net(rows.x[v][cand].float()).squeeze(1).numpy()
+    bag = rows.bag[cand].numpy()
+    order = np.lexsort((-s, bag))  # by bag, then highest logit first
+    ranked = bag[order]
+    rank = np.arange(len(order)) - np.searchsorted(ranked, ranked, side="left")
+    return cand[torch.from_numpy(order[rank < k])]
+
+
+def _fit_view(
+    rows: TipRows, v: int, use: torch.Tensor, seed: int, hard_per_bag: int, members: int = 1
+) -> tuple[nn.Sequential, int]:
+    """One view's head on the rows ``use`` allows: a first fit on the positives and
+    the random negatives, then (``hard_per_bag`` > 0) a refit with each bag's
+    threat-free windows the first fit scored highest added (one round of hard-negative
+    mining: a normal bag's peak is a tail event, which random negatives rarely show).
 
     Returns:
-        The head, and what to record in the bundle's training notes.
+        The head and how many hard negatives it was refitted with.
+    """
+    first = use if rows.sampled is None else use & rows.sampled
+    net = _train_members(rows, v, first, seed, members)
+    if hard_per_bag <= 0 or rows.sampled is None:
+        return net, 0
+    hard = _hard_rows(rows, v, net, use, hard_per_bag)
+    chosen = first.clone()
+    chosen[hard] = True
+    return _train_members(rows, v, chosen, seed, members), int(len(hard))
+
+
+@torch.no_grad()
+def fit_heads(
+    rows: TipRows, seed: int, hard_per_bag: int = 0, members: int = 1
+) -> tuple[TipHead, dict[str, Any]]:
+    """Both views' heads from embedded rows, with the held-out separation measured first.
+
+    Args:
+        rows: Embedded windows of the projected bags.
+        seed: Seeds the heads' training.
+        hard_per_bag: Hard negatives mined per bag (needs ``rows.sampled``).
+        members: Nets averaged per view (1: a single net).
+
+    Returns:
+        The head, and what to record in the bundle's training notes: the held-out AUC
+        of projected threats against the random threat-free windows (comparable with
+        or without mining) and, when every threat-free window was embedded, the share of
+        threat windows above the held-out bags' 99.9th percentile of all of them (the
+        tail a bag's peak lives in).
     """
     cut = rows.n_bags * (1.0 - HOLDOUT)
     train, held = rows.bag < cut, rows.bag >= cut
-    aucs = []
+    aucs: list[float | None] = []
+    tails: list[float | None] = []
     for v in range(len(VIEWS)):
         yh = rows.y[held]
         if held.any() and 0 < yh.sum() < len(yh):
-            net = train_mlp(rows.x[v][train], rows.y[train], seed + v)
+            net, _ = _fit_view(rows, v, train, seed + v, hard_per_bag, members)
             s = net(rows.x[v][held].float()).squeeze(1).numpy()
-            aucs.append(round(float(roc_auc(s[yh.numpy() == 1], s[yh.numpy() == 0])), 4))
+            y = yh.numpy()
+            rand = np.ones(len(y), bool) if rows.sampled is None else rows.sampled[held].numpy()
+            aucs.append(round(float(roc_auc(s[y == 1], s[rand & (y == 0)])), 4))
+            if rows.sampled is not None:
+                cut_s = np.quantile(s[y == 0], 1.0 - TAIL_FPR)
+                tails.append(round(float(np.mean(s[y == 1] > cut_s)), 4))
         else:
             aucs.append(None)
-    nets = [train_mlp(rows.x[v], rows.y, seed + v) for v in range(len(VIEWS))]
+    fits = [
+        _fit_view(rows, v, torch.ones_like(train), seed + v, hard_per_bag, members)
+        for v in range(len(VIEWS))
+    ]
+    y_first = rows.y if rows.sampled is None else rows.y[rows.sampled]
     info = {
         "projected_bags": rows.n_bags,
         "projected_threats": rows.n_threats,
-        "threat_windows": int(rows.y.sum()),
-        "normal_windows": int((rows.y == 0).sum()),
+        "threat_windows": int(y_first.sum()),
+        "normal_windows": int((y_first == 0).sum()),
+        "hard_per_bag": int(hard_per_bag),
+        "members": int(members),
+        "hard_windows": dict(zip(VIEWS, [n for _, n in fits])),
         "heldout_auc": dict(zip(VIEWS, aucs)),
         "size_range": list(SIZE_RANGE),
         "thickness_range": list(THICKNESS_RANGE),
     }
-    return TipHead.from_modules(nets), info
+    if tails:
+        info["heldout_tail_tpr"] = dict(zip(VIEWS, tails))
+    return TipHead.from_modules([net for net, _ in fits]), info
 
 
 def fit_tip_head(
@@ -252,6 +376,8 @@ def fit_tip_head(
     *,
     per_bag: int = 2,
     seed: int = 0,
+    hard_per_bag: int = 0,
+    members: int = 1,
 ) -> tuple[TipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -263,6 +389,10 @@ def fit_tip_head(
         device: Where the generator runs.
         per_bag: Threats projected into each scan.
         seed: Seeds projection, sampling and the heads' training.
+        hard_per_bag: Threat-free windows per bag the first fit scores highest, added
+            for a refit (0: no mining; every threat-free window is embedded otherwise).
+        members: Nets averaged per view, each on its own sub-sample of the bags (1: one
+            net on all).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -273,9 +403,9 @@ def fit_tip_head(
     if bundle.feature_bank is None:
         raise ConfigError("the projected-threat head reads the feature memory; fit it first")
     t0 = time.perf_counter()
-    rows = collect_rows(bundle, scans, device, per_bag, seed)
+    rows = collect_rows(bundle, scans, device, per_bag, seed, every_negative=hard_per_bag > 0)
     t1 = time.perf_counter()
-    head, info = fit_heads(rows, seed)
+    head, info = fit_heads(rows, seed, hard_per_bag, members)
     info["embed_s"] = round(t1 - t0, 1)
     info["fit_s"] = round(time.perf_counter() - t1, 1)
     info["per_bag"] = int(per_bag)

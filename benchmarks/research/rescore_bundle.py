@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--density-weight", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-weight", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-per-bag", type=int, default=None, help="default: the bundle's")
+    p.add_argument("--tip-window-share", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--tip-hard", type=int, default=None, help="default: the bundle's")
+    p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
     p.add_argument(
         "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
     )
@@ -78,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         density_weight=cfg.density_weight if a.density_weight is None else a.density_weight,
         tip_weight=cfg.tip_weight if a.tip_weight is None else a.tip_weight,
         tip_per_bag=cfg.tip_per_bag if a.tip_per_bag is None else a.tip_per_bag,
+        tip_hard_per_bag=cfg.tip_hard_per_bag if a.tip_hard is None else a.tip_hard,
+        tip_window_share=(
+            cfg.tip_window_share if a.tip_window_share is None else a.tip_window_share
+        ),
+        tip_members=cfg.tip_members if a.tip_members is None else a.tip_members,
         bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
         bank_hues=cfg.bank_hues if a.bank_hues is None else a.bank_hues,
     )

@@ -135,6 +135,39 @@ def test_evidence_adds_the_head_to_each_view():
     )
 
 
+def test_the_working_views_share_of_the_head_weight():
+    grid = WindowGrid(128, 160, 64, 16)
+    g = torch.Generator().manual_seed(1)
+    raw, raw_z, h, hz = (torch.rand(len(grid), generator=g) for _ in range(4))
+    valid = torch.ones(len(grid), dtype=torch.bool)
+    base = {"scan_norm": "robust_z", "zoom": 2.0, "tip_weight": 0.8, "context_px": 0.0}
+    spec = ScoreSpec(params={**base, "tip_window_share": 0.25})
+    fine = scan_norm.normalise(spec, raw, valid) + 0.2 * tip_evidence.normalise(h, valid)
+    coarse = scan_norm.normalise(zoom.zoom_spec(spec), raw_z, valid)
+    coarse = coarse + 0.8 * tip_evidence.normalise(hz, valid)
+    expect = context.apply(spec, torch.maximum(fine, coarse), grid, valid)
+    got = zoom.evidence(spec, raw, raw_z, grid, valid, head=h, head_zoom=hz)
+    torch.testing.assert_close(got, expect)
+    # Unset = 1: both views alike (bundles written before the setting score as before).
+    one = ScoreSpec(params={**base, "tip_window_share": 1.0})
+    torch.testing.assert_close(
+        zoom.evidence(one, raw, raw_z, grid, valid, head=h, head_zoom=hz),
+        zoom.evidence(ScoreSpec(params=base), raw, raw_z, grid, valid, head=h, head_zoom=hz),
+    )
+    # Without a zoomed view the only view keeps the whole weight.
+    solo = {k: v for k, v in spec.params.items() if k != "zoom"}
+    expect_solo = scan_norm.normalise(spec, raw, valid) + 0.8 * tip_evidence.normalise(h, valid)
+    torch.testing.assert_close(
+        zoom.evidence(ScoreSpec(params=solo), raw, None, grid, valid, head=h),
+        context.apply(ScoreSpec(params=solo), expect_solo, grid, valid),
+    )
+    for bad in (1.5, -0.1, "half"):
+        with pytest.raises(ConfigError, match="tip_window_share"):
+            tip_evidence.window_share_of(ScoreSpec(params={**base, "tip_window_share": bad}))
+    with pytest.raises(ConfigError, match="tip_window_share"):
+        TrainConfig.xray(tip_window_share=2.0)
+
+
 # -- the bundle and the engine -----------------------------------------------------------
 def test_bundle_keeps_its_head_and_refuses_a_missing_one(tmp_path):
     b = _head_bundle(tmp_path)
@@ -152,6 +185,11 @@ def test_bundle_keeps_its_head_and_refuses_a_missing_one(tmp_path):
     (tmp_path / "plain" / META).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="tip_weight"):
         load_bundle(tmp_path / "plain")
+    meta = json.loads((tmp_path / "head" / META).read_text())
+    meta["score"]["params"]["tip_window_share"] = 3
+    (tmp_path / "head" / META).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="tip_window_share"):
+        load_bundle(tmp_path / "head")
 
 
 def test_engine_adds_the_head_to_both_views(tmp_path):
@@ -239,6 +277,107 @@ def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
         )
 
 
+def _rows(n_bags: int = 3, per_bag: int = 40, dim: int = 4, seed: int = 0) -> fit.TipRows:
+    """Synthetic rows: per bag 5 threats, 10 random negatives, the rest unsampled."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y, bag, sampled = [], [], [], []
+    for b in range(n_bags):
+        xb = torch.randn(per_bag, dim, generator=gen)
+        yb = torch.zeros(per_bag)
+        yb[:5] = 1
+        xb[:5, 0] += 3.0  # threats stand out on the first feature
+        x.append(xb)
+        y.append(yb)
+        bag.append(torch.full((per_bag,), b))
+        sampled.append(torch.arange(per_bag) < 15)
+    xs = torch.cat(x)
+    return fit.TipRows(
+        [xs, xs.clone()], torch.cat(y), torch.cat(bag), n_bags, 5 * n_bags, torch.cat(sampled)
+    )
+
+
+def test_hard_rows_are_each_bags_highest_unsampled_negatives():
+    rows = _rows()
+    net = nn.Linear(4, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+        net.bias.zero_()
+    use = torch.ones_like(rows.y, dtype=torch.bool)
+    with torch.no_grad():
+        hard = fit._hard_rows(rows, 0, net, use, 3)
+    assert len(hard) == 3 * rows.n_bags
+    for b in range(rows.n_bags):
+        mine = hard[rows.bag[hard] == b]
+        cand = torch.nonzero((rows.bag == b) & (rows.y == 0) & ~rows.sampled).squeeze(1)
+        top = cand[torch.argsort(rows.x[0][cand, 0], descending=True)[:3]]
+        assert sorted(mine.tolist()) == sorted(top.tolist())
+    # Only the bags ``use`` allows, and never a threat or a row of the first fit.
+    only0 = rows.bag == 0
+    with torch.no_grad():
+        h0 = fit._hard_rows(rows, 0, net, only0, 100)
+    assert (rows.bag[h0] == 0).all() and len(h0) == 25
+    assert (rows.y[h0] == 0).all() and not rows.sampled[h0].any()
+
+
+def test_fit_heads_mine_hard_negatives_and_report_the_tail():
+    rows = _rows(n_bags=10)
+    head, info = fit.fit_heads(rows, seed=0, hard_per_bag=4)
+    assert info["hard_per_bag"] == 4 and info["hard_windows"] == {"window": 40, "zoomed": 40}
+    # The counts are those of the first fit's rows (comparable with or without mining).
+    assert info["threat_windows"] == 50 and info["normal_windows"] == 100
+    for v in ("window", "zoomed"):
+        assert 0.0 <= info["heldout_tail_tpr"][v] <= 1.0
+        assert info["heldout_auc"][v] > 0.8
+    # Without mining the unsampled rows are never read.
+    _, plain = fit.fit_heads(rows, seed=0, hard_per_bag=0)
+    assert plain["hard_windows"] == {"window": 0, "zoomed": 0}
+    rows.sampled = None
+    _, none = fit.fit_heads(rows, seed=0, hard_per_bag=4)
+    assert "heldout_tail_tpr" not in none and none["hard_windows"]["window"] == 0
+
+
+def test_an_averaged_head_is_the_mean_of_its_members_and_stores_as_one():
+    nets = [_nets(5, seed)[0] for seed in range(3)]
+    merged = fit.average_nets(nets)
+    x = torch.randn(50, 5)
+    with torch.no_grad():
+        mean = torch.stack([n(x) for n in nets]).mean(dim=0)
+        torch.testing.assert_close(merged(x), mean)
+        head = TipHead.from_modules([merged, merged])
+        torch.testing.assert_close(head.logits(x)[:, 0], mean[:, 0])
+    assert head.w1.shape == (2, 18, 5)
+
+
+def test_fit_heads_average_members_fitted_on_sub_samples_of_bags():
+    rows = _rows(n_bags=10)
+    rows.sampled = None
+    single, info1 = fit.fit_heads(rows, seed=0)
+    head, info = fit.fit_heads(rows, seed=0, members=3)
+    assert info["members"] == 3 and info1["members"] == 1
+    assert head.w1.shape[1] == 3 * single.w1.shape[1]
+    assert info["heldout_auc"]["window"] > 0.8
+    again, _ = fit.fit_heads(rows, seed=0, members=3)
+    torch.testing.assert_close(again.w2, head.w2)  # seeded
+
+
+def test_every_negative_keeps_the_projections_and_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(fit, "NEGATIVES_PER_BAG", 20)  # small bags: leave windows unsampled
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(3)]
+    cpu = torch.device("cpu")
+    plain = fit.collect_rows(b, scans, cpu, 2, 0)
+    every = fit.collect_rows(b, scans, cpu, 2, 0, every_negative=True)
+    assert plain.sampled is None and every.sampled is not None
+    assert len(every.y) > len(plain.y) and (every.y[~every.sampled] == 0).all()
+    torch.testing.assert_close(every.y[every.sampled], plain.y)
+    for v in range(2):
+        torch.testing.assert_close(every.x[v][every.sampled], plain.x[v], rtol=1e-5, atol=1e-5)
+    head, info = fit.fit_tip_head(b, scans, cpu, per_bag=2, seed=0, hard_per_bag=5)
+    assert info["hard_windows"]["window"] == 5 * info["projected_bags"]
+
+
 def test_config_refuses_a_head_it_cannot_score():
     assert TrainConfig.xray().tip_weight == 1.0  # the X-ray default (issue 7, ninth session)
     # The default head is dropped for a score it cannot join; asked for, it is refused.
@@ -251,3 +390,7 @@ def test_config_refuses_a_head_it_cannot_score():
         TrainConfig.xray(tip_weight=-1)
     with pytest.raises(ConfigError, match="tip_per_bag"):
         TrainConfig.xray(tip_weight=0.5, tip_per_bag=0)
+    with pytest.raises(ConfigError, match="tip_hard_per_bag"):
+        TrainConfig.xray(tip_hard_per_bag=-1)
+    with pytest.raises(ConfigError, match="tip_members"):
+        TrainConfig.xray(tip_members=0)

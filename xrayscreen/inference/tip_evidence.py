@@ -6,7 +6,8 @@ in the bundle) each view's evidence becomes
     z_model [+ w_density * z_density] + w * z_head,
 
 ``z_head`` = the head's logit for that view as a robust z-score among the scan's own
-scored windows (the same "unusual for this bag" reading as every other term), before
+scored windows (the working-scale view's ``w`` times ``tip_window_share`` when there is a
+zoomed-out view) (the same "unusual for this bag" reading as every other term), before
 the views' combination, the spatial context and the calibration
 (:func:`xrayscreen.inference.zoom.evidence`). The head is trained at training time on
 simulated threats projected into the normal training bags, never on a real threat
@@ -21,9 +22,13 @@ from typing import Any
 
 import torch
 
+from xrayscreen.errors import ConfigError
 from xrayscreen.inference import params, scan_norm
 
 KEY = "tip_weight"
+#: Share of ``tip_weight`` the working-scale view's head gets when the score has a
+#: zoomed-out view (that view's head always gets the whole weight); 1 when unset.
+WINDOW_SHARE_KEY = "tip_window_share"
 MAX_WEIGHT = 10.0
 #: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
 #: turn a slightly higher logit into an alarm (the same floor the density term uses).
@@ -37,6 +42,19 @@ def weight_of(spec: Any) -> float:
         ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
     """
     return params.weight(spec, KEY, MAX_WEIGHT)
+
+
+def window_share_of(spec: Any) -> float:
+    """The share of the head's weight the working-scale view gets beside a zoomed-out
+    view (1.0 when unset).
+
+    Raises:
+        ConfigError: for a non-numeric share or one outside [0, 1].
+    """
+    share = params.number(spec, WINDOW_SHARE_KEY, 1.0, "a share in [0, 1]")
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
+        raise ConfigError(f"{WINDOW_SHARE_KEY} must be in [0, 1], got {share!r}")
+    return share
 
 
 def enabled(spec: Any) -> bool:

@@ -146,7 +146,8 @@ def evidence(
             raise ConfigError(
                 "this model's score adds its projected-threat head: the head's logits are missing"
             )
-        s = s + w_tip * tip_evidence.normalise(head.to(s.device), valid)
+        share = tip_evidence.window_share_of(spec) if raw_zoom is not None else 1.0
+        s = s + w_tip * share * tip_evidence.normalise(head.to(s.device), valid)
     if raw_zoom is not None:
         sz = scan_norm.normalise(zoom_spec(spec), raw_zoom.to(s.device), valid)
         if w_dens:

@@ -407,6 +407,7 @@ def _assemble(
     head = None
     try:
         wants_head = tip_evidence.weight_of(score) > 0.0
+        tip_evidence.window_share_of(score)  # refused when loading, not when scoring
     except ConfigError as exc:
         raise BundleError(f"{META}: {exc}") from None
     if wants_head and bank is None:
