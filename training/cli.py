@@ -118,6 +118,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "threat-free windows per training scan that head's first fit scores highest, "
         "added for a refit (hard-negative mining; 0 = off)",
     ),
+    "tip_clutter": (
+        "tip_clutter",
+        float,
+        "place that head's projected threats toward the bags' dense contents "
+        "(opacity to this power; 0 = anywhere in the bag, the default)",
+    ),
     "tip_members": (
         "tip_members",
         int,

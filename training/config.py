@@ -170,6 +170,8 @@ class TrainConfig:
         tip_hard_per_bag: Hard negatives per training scan for the head: the
             threat-free windows its first fit scores highest, added for a refit
             (``training.tip_head``); 0 = no mining.
+        tip_clutter: Placement of the head's projected threats toward the bags' dense
+            contents (opacity ** ``tip_clutter``; 0 = anywhere in the bag).
         tip_members: Nets averaged into the head per view, each fitted on its own
             sub-sample of the bags (1 = one net).
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
@@ -247,6 +249,7 @@ class TrainConfig:
     tip_per_bag: int = 2
     tip_hard_per_bag: int = 0
     tip_members: int = 1
+    tip_clutter: float = 0.0
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -364,6 +367,8 @@ class TrainConfig:
             raise ConfigError(
                 f"tip_hard_per_bag must be 0-1000 windows per bag, got {self.tip_hard_per_bag}"
             )
+        if not 0.0 <= float(self.tip_clutter) <= 10.0:
+            raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
         if self.tip_weight > 0 and (

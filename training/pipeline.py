@@ -527,6 +527,7 @@ def _fit_tip(
             seed=cfg.seed,
             hard_per_bag=cfg.tip_hard_per_bag,
             members=cfg.tip_members,
+            clutter=cfg.tip_clutter,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]

@@ -91,6 +91,7 @@ def project_bag(
     per_bag: int,
     size_range: tuple[float, float] = SIZE_RANGE,
     thickness_range: tuple[float, float] = THICKNESS_RANGE,
+    clutter: float = 0.0,
 ) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
 
@@ -101,6 +102,8 @@ def project_bag(
         size_range: Range of the factor the bag's pixel pitch is multiplied by
             (uniform; 2 = the threat shown half as large).
         thickness_range: Range of the areal-density factor (log-uniform).
+        clutter: Placement toward the bag's dense contents
+            (:func:`~xrayscreen.imaging.tip.project_threat`; 0 = anywhere in the bag).
 
     Returns:
         The new scan (its own pixel pitch kept) and the threats' boxes (original pixels).
@@ -117,6 +120,7 @@ def project_bag(
             str(kind),
             seed=int(rng.integers(2**31)),
             thickness=float(math.exp(rng.uniform(lo, hi))),
+            clutter=clutter,
         )
         out = res.scan
         boxes.append(res.box)
@@ -173,6 +177,7 @@ def collect_rows(
     per_bag: int,
     seed: int,
     every_negative: bool = False,
+    clutter: float = 0.0,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
@@ -189,7 +194,7 @@ def collect_rows(
     ys, bags, flags = [], [], []
     n_bags = n_threats = 0
     for scan in scans:
-        tip, boxes = project_bag(scan, rng, per_bag)
+        tip, boxes = project_bag(scan, rng, per_bag, clutter=clutter)
         rows, labels, sampled = _window_rows(engine, tip, boxes, rng, every_negative)
         n_threats += len(boxes)
         if not rows:
@@ -378,6 +383,7 @@ def fit_tip_head(
     seed: int = 0,
     hard_per_bag: int = 0,
     members: int = 1,
+    clutter: float = 0.0,
 ) -> tuple[TipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -393,6 +399,8 @@ def fit_tip_head(
             for a refit (0: no mining; every threat-free window is embedded otherwise).
         members: Nets averaged per view, each on its own sub-sample of the bags (1: one
             net on all).
+        clutter: Placement of the projected threats toward the bags' dense contents
+            (0 = anywhere in the bag).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -403,10 +411,13 @@ def fit_tip_head(
     if bundle.feature_bank is None:
         raise ConfigError("the projected-threat head reads the feature memory; fit it first")
     t0 = time.perf_counter()
-    rows = collect_rows(bundle, scans, device, per_bag, seed, every_negative=hard_per_bag > 0)
+    rows = collect_rows(
+        bundle, scans, device, per_bag, seed, every_negative=hard_per_bag > 0, clutter=clutter
+    )
     t1 = time.perf_counter()
     head, info = fit_heads(rows, seed, hard_per_bag, members)
     info["embed_s"] = round(t1 - t0, 1)
     info["fit_s"] = round(time.perf_counter() - t1, 1)
     info["per_bag"] = int(per_bag)
+    info["clutter"] = float(clutter)
     return head, info

@@ -52,6 +52,7 @@ def project_threat(
     seed: int,
     position: tuple[float, float] | None = None,
     thickness: float = 1.0,
+    clutter: float = 0.0,
 ) -> TipResult:
     """Insert one simulated threat into ``scan``.
 
@@ -64,6 +65,10 @@ def project_threat(
         thickness: Scales the threat's areal density (matter in the beam path):
             < 1 a thinner threat (a lighter blade), > 1 a thicker one. The
             polychromatic transmission is recomputed, so colour follows physics.
+        clutter: With a random position, draw the centre with probability proportional
+            to the bag's opacity (1 - grey) to this power: > 0 puts threats more often
+            into the bag's dense contents, where they are hard to see; 0 = any point
+            inside the bag alike.
 
     Returns:
         The new scan with the threat's mask and box.
@@ -75,6 +80,8 @@ def project_threat(
         raise ValueError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
     if not np.isfinite(thickness) or thickness <= 0:
         raise ValueError(f"thickness must be a positive number, not {thickness!r}")
+    if not np.isfinite(clutter) or clutter < 0:
+        raise ValueError(f"clutter must be a number >= 0, not {clutter!r}")
     rng = np.random.default_rng(seed)
     h, w = scan.shape
     pixel_mm = scan.pixel_mm or _DEFAULT_FIELD_MM / max(h, w)
@@ -85,7 +92,7 @@ def project_threat(
     # outside the threat stay bit-identical.
     t_threat = np.where(footprint[None], t_threat, np.float32(1.0))
     th, tw = footprint.shape
-    cx, cy = position if position is not None else _pick_centre(scan, rng, th, tw)
+    cx, cy = position if position is not None else _pick_centre(scan, rng, th, tw, clutter)
     x0, y0 = int(round(cx - tw / 2)), int(round(cy - th / 2))
     # Clip the threat to the image.
     sx0, sy0 = max(0, -x0), max(0, -y0)
@@ -126,8 +133,11 @@ def project_threat(
     return TipResult(new, mask, box)
 
 
-def _pick_centre(scan: Scan, rng: np.random.Generator, th: int, tw: int) -> tuple[float, float]:
-    """A random point inside the bag where the whole threat fits in the image if possible."""
+def _pick_centre(
+    scan: Scan, rng: np.random.Generator, th: int, tw: int, clutter: float = 0.0
+) -> tuple[float, float]:
+    """A random point inside the bag where the whole threat fits in the image if possible
+    (weighted by opacity ** ``clutter`` when ``clutter`` > 0)."""
     h, w = scan.shape
     y_lo, y_hi = th // 2, h - (th - th // 2)
     x_lo, x_hi = tw // 2, w - (tw - tw // 2)
@@ -141,5 +151,9 @@ def _pick_centre(scan: Scan, rng: np.random.Generator, th: int, tw: int) -> tupl
     ys, xs = np.nonzero(grey < _BAG_GREY)
     if ys.size == 0:
         return float(rng.integers(x_lo, x_hi)), float(rng.integers(y_lo, y_hi))
-    i = int(rng.integers(ys.size))
+    if clutter > 0:
+        weight = (1.0 - grey[ys, xs]) ** clutter
+        i = int(rng.choice(ys.size, p=weight / weight.sum()))
+    else:
+        i = int(rng.integers(ys.size))
     return float(x_lo + xs[i] * step), float(y_lo + ys[i] * step)

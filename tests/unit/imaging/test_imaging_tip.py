@@ -111,3 +111,25 @@ def test_thickness_scales_the_threats_matter_and_nothing_else(clean):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="thickness"):
             project_threat(clean.scan, "knife", seed=9, thickness=bad)
+
+
+def test_clutter_places_threats_in_the_dense_contents():
+    # A bag whose left half is dense clutter (grey 60) and right half light (grey 200).
+    rgb = np.full((200, 300, 3), 250, np.uint8)
+    rgb[20:180, 20:150] = 60
+    rgb[20:180, 150:280] = 200
+    bag = Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR)
+
+    def share_dense(clutter: float) -> float:
+        boxes = [
+            project_threat(bag, "knife", seed=s, thickness=0.5, clutter=clutter).box
+            for s in range(60)
+        ]
+        return float(np.mean([(b.x0 + b.x1) / 2 < 150 for b in boxes]))
+
+    uniform, dense = share_dense(0.0), share_dense(3.0)
+    # Opacity 0.76 against 0.22: to the 3rd power, ~40x likelier on the dense half.
+    assert 0.1 < uniform < 0.6
+    assert dense > 0.9 and dense > uniform + 0.4
+    with pytest.raises(ValueError, match="clutter"):
+        project_threat(bag, "knife", seed=0, clutter=-1.0)
