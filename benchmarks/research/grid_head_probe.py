@@ -1,0 +1,132 @@
+"""Probe (issue 7, tenth session): would a projected-threat head that sees WHERE in the
+window the encoder fires do better at bag level than one on the pooled embedding?
+
+The shipped head reads the feature memory's embedding (G_E's level-2 map mean- and
+max-pooled over space): a thin blade along a tube pools like the tube. This probe fits the
+same head (same projected threats, same windows, same MLP) on that embedding plus the
+level-2 map average-pooled to a ``--cells`` x ``--cells`` grid, standardised on the
+training rows, then scores the val bags' windows with it and recombines its per-scan
+z-score with the other evidence terms saved by ``evidence_terms.py`` (same formula as
+the product's score, bag point read at the highest window). Prints JSON::
+
+    python benchmarks/research/grid_head_probe.py --bundle /tmp/models/jt1_s6 \\
+        --sources /tmp/sixray_lists/benign_train.txt --terms /tmp/s10/dec_jt1_s6.npz \\
+        --normal /tmp/sixray_lists/benign_val.txt --threat /tmp/sixray_lists/threat_val.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from xrayscreen.evaluation.annotations import AnnotationSource
+from xrayscreen.evaluation.dataset import prepare_scan
+from xrayscreen.imaging.representation import model_input
+from xrayscreen.inference import tip_evidence, zoom
+from xrayscreen.inference.engine import ScoringEngine, air_value
+from xrayscreen.inference.windows import gather_windows, pad_with_air
+from xrayscreen.model import feature_bank
+from xrayscreen.model.bundle import load_bundle
+from xrayscreen.training import tip_head as fit
+from xrayscreen.training.config import TrainConfig
+from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
+
+sys.path.insert(0, str(Path(__file__).parent))
+from evidence_terms import bag_figures, load_terms
+
+
+def grid_embed(engine: ScoringEngine, windows: torch.Tensor, cells: int) -> torch.Tensor:
+    """The memory's embedding and the level-2 map pooled to ``cells`` x ``cells``."""
+    body = feature_bank.encoder_body(engine.generator)
+    bank = engine._bank
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(windows), 256):
+            xb = windows[i : i + 256].float()
+            fmap = feature_bank.encoder_map(body, xb, bank.level).float()
+            grid = F.adaptive_avg_pool2d(fmap, cells).flatten(1)
+            out.append(torch.cat([bank.embed(fmap), grid], dim=1))
+    engine._tap.clear()
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--sources", nargs="+", required=True)
+    p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
+    p.add_argument("--normal", required=True)
+    p.add_argument("--threat", required=True)
+    p.add_argument("--labels", default="../shared/data/sixray/threat/labels_yolo")
+    p.add_argument("--masks", default="../shared/data/sixray/threat/masks")
+    p.add_argument("--cells", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    b = load_bundle(a.bundle)
+    cfg = TrainConfig.from_dict(b.training["config"])
+    ws = load_windows(a.sources, cfg)
+    split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+    scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
+    orig = ScoringEngine.embed_windows
+    ScoringEngine.embed_windows = lambda self, w: grid_embed(self, w, a.cells)
+    try:
+        rows = fit.collect_rows(b, scans, torch.device("cpu"), cfg.tip_per_bag, cfg.seed)
+    finally:
+        ScoringEngine.embed_windows = orig
+    mean = [x.mean(0) for x in rows.x]
+    std = [x.std(0).clamp_min(1e-6) for x in rows.x]
+    rows.x = [(x - m) / s for x, m, s in zip(rows.x, mean, std)]
+    head, info = fit.fit_heads(rows, cfg.seed)
+    t1 = time.perf_counter()
+
+    # The val bags, in the order evidence_terms.py saved them.
+    bags = load_terms(a.terms)
+    engine = ScoringEngine(b, torch.device("cpu"))
+    src = AnnotationSource(labels=a.labels, masks=a.masks)
+    air = torch.tensor(air_value(b.input.representation))
+    paths = [(ln.strip(), "benign") for ln in open(a.normal) if ln.strip()]
+    paths += [(ln.strip(), "threat") for ln in open(a.threat) if ln.strip()]
+    base = bag_figures(bags)
+    for bag, (path, kind) in zip(bags, paths):
+        ps = prepare_scan(Path(path), kind, src if kind == "threat" else None, tuple(src.classes))
+        if ps.name != bag["name"]:
+            raise SystemExit(f"bag order differs: {ps.name} vs {bag['name']}")
+        x = torch.from_numpy(model_input(ps.scan, b.input.representation, b.input.scale))
+        padded = pad_with_air(x, ps.grid, air)
+        valid = torch.from_numpy(bag["valid"])
+        idx = torch.nonzero(valid).flatten()
+        zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(b.score), b.input.representation, air)
+        views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
+        for v, (key, w) in enumerate(zip(("h", "hz"), views)):
+            e = (grid_embed(engine, w, a.cells) - mean[v]) / std[v]
+            logit = torch.zeros(len(valid))
+            logit[idx] = head.logits(e)[:, v]
+            bag[key] = tip_evidence.normalise(logit, valid).numpy()
+    grid = bag_figures(bags)
+    print(
+        json.dumps(
+            {
+                "bundle": a.bundle,
+                "cells": a.cells,
+                "dim": int(rows.x[0].shape[1]),
+                "tip_head": info,
+                "pooled_head": base,
+                "grid_head": grid,
+                "fit_s": round(t1 - t0, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
