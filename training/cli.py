@@ -118,6 +118,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "threat-free windows per training scan that head's first fit scores highest, "
         "added for a refit (hard-negative mining; 0 = off)",
     ),
+    "tip_cells": (
+        "tip_cells",
+        int,
+        "that head also reads the encoder map averaged over a grid of this many cells a "
+        "side (0 = the pooled embedding alone)",
+    ),
     "tip_clutter": (
         "tip_clutter",
         float,

@@ -172,6 +172,9 @@ class TrainConfig:
             (``training.tip_head``); 0 = no mining.
         tip_clutter: Placement of the head's projected threats toward the bags' dense
             contents (opacity ** ``tip_clutter``; 0 = anywhere in the bag).
+        tip_cells: The head also reads the encoder map averaged over a grid of this many
+            cells a side (``xrayscreen.model.tip_head.head_input``); 0 = the pooled
+            embedding alone.
         tip_members: Nets averaged into the head per view, each fitted on its own
             sub-sample of the bags (1 = one net).
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
@@ -250,6 +253,7 @@ class TrainConfig:
     tip_hard_per_bag: int = 0
     tip_members: int = 1
     tip_clutter: float = 0.0
+    tip_cells: int = 0
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -367,6 +371,8 @@ class TrainConfig:
             raise ConfigError(
                 f"tip_hard_per_bag must be 0-1000 windows per bag, got {self.tip_hard_per_bag}"
             )
+        if not 0 <= int(self.tip_cells) <= 8:
+            raise ConfigError(f"tip_cells must be 0-8 cells a side, got {self.tip_cells}")
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_members) <= 32:

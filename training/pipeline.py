@@ -528,6 +528,7 @@ def _fit_tip(
             hard_per_bag=cfg.tip_hard_per_bag,
             members=cfg.tip_members,
             clutter=cfg.tip_clutter,
+            cells=cfg.tip_cells,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]
@@ -535,6 +536,8 @@ def _fit_tip(
     tip = {"tip_weight": float(cfg.tip_weight)}
     if cfg.tip_window_share != 1.0:  # the default stays out of model.json
         tip["tip_window_share"] = float(cfg.tip_window_share)
+    if cfg.tip_cells:
+        tip["tip_cells"] = int(cfg.tip_cells)
     bundle.score.params = {**bundle.score.params, **tip}
     bundle.training["tip_head"] = info
     return []
@@ -546,5 +549,6 @@ def _drop_tip(bundle: ModelBundle) -> None:
     params = dict(bundle.score.params)
     params.pop("tip_weight", None)
     params.pop("tip_window_share", None)
+    params.pop("tip_cells", None)
     bundle.score.params = params
     bundle.training.pop("tip_head", None)

@@ -83,6 +83,14 @@ class TipRows:
     #: True for the rows of the first fit (positives and the random negatives); False
     #: for the other threat-free windows, only kept when hard negatives are mined.
     sampled: torch.Tensor | None = None
+    #: Per view, the ``(mean, std)`` the rows were standardised with (``None``: raw).
+    scale: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def standardise(self) -> None:
+        """Standardise every view's columns in place (a grid input mixes the memory's
+        standardised embedding with raw activations); :func:`fit_heads` folds it back."""
+        self.scale = [(x.mean(0), x.std(0).clamp_min(1e-6)) for x in self.x]
+        self.x = [(x - m) / sd for x, (m, sd) in zip(self.x, self.scale)]
 
 
 def project_bag(
@@ -129,7 +137,12 @@ def project_bag(
 
 
 def _window_rows(
-    engine: Any, scan: Scan, boxes: list, rng: np.random.Generator, every_negative: bool = False
+    engine: Any,
+    scan: Scan,
+    boxes: list,
+    rng: np.random.Generator,
+    every_negative: bool = False,
+    cells: int = 0,
 ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
     """Embeddings (one tensor per view) of a projected scan's positive windows and a
     sample of its threat-free ones (all of them with ``every_negative``, the sample
@@ -161,10 +174,10 @@ def _window_rows(
     sampled = np.arange(len(labels)) < n_pos + len(neg)
     if not len(idx):
         return [], labels, sampled
-    rows = [engine.embed_windows(gather_windows(padded, grid, idx)).cpu()]
+    rows = [engine.embed_windows(gather_windows(padded, grid, idx), cells).cpu()]
     if zoom.enabled(bundle.score):
         zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
-        rows.append(engine.embed_windows(zv.windows(idx)).cpu())
+        rows.append(engine.embed_windows(zv.windows(idx), cells).cpu())
     else:  # no zoomed view: its column is never read; fit it on the same rows
         rows.append(rows[0])
     return rows, labels, sampled
@@ -178,6 +191,7 @@ def collect_rows(
     seed: int,
     every_negative: bool = False,
     clutter: float = 0.0,
+    cells: int = 0,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
@@ -195,7 +209,7 @@ def collect_rows(
     n_bags = n_threats = 0
     for scan in scans:
         tip, boxes = project_bag(scan, rng, per_bag, clutter=clutter)
-        rows, labels, sampled = _window_rows(engine, tip, boxes, rng, every_negative)
+        rows, labels, sampled = _window_rows(engine, tip, boxes, rng, every_negative, cells)
         n_threats += len(boxes)
         if not rows:
             continue
@@ -243,6 +257,20 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
                 lossf(net(xf[i]).squeeze(1), yf[i]).backward()
                 opt.step()
     return net.eval()
+
+
+def fold_standardisation(
+    net: nn.Sequential, mean: torch.Tensor, std: torch.Tensor
+) -> nn.Sequential:
+    """``net`` fitted on ``(x - mean) / std`` as an equal net on ``x`` itself (the first
+    layer absorbs the standardisation), so the stored head reads the raw input."""
+    lin = [m for m in net if isinstance(m, nn.Linear)]
+    first = nn.Linear(lin[0].in_features, lin[0].out_features)
+    with torch.no_grad():
+        w = lin[0].weight / std[None, :]
+        first.weight.copy_(w)
+        first.bias.copy_(lin[0].bias - w @ mean)
+    return nn.Sequential(first, nn.ReLU(), lin[1]).eval()
 
 
 def average_nets(nets: list[nn.Sequential]) -> nn.Sequential:
@@ -356,6 +384,8 @@ def fit_heads(
         _fit_view(rows, v, torch.ones_like(train), seed + v, hard_per_bag, members)
         for v in range(len(VIEWS))
     ]
+    if rows.scale is not None:  # the heads read the raw input
+        fits = [(fold_standardisation(net, *rows.scale[v]), n) for v, (net, n) in enumerate(fits)]
     y_first = rows.y if rows.sampled is None else rows.y[rows.sampled]
     info = {
         "projected_bags": rows.n_bags,
@@ -384,6 +414,7 @@ def fit_tip_head(
     hard_per_bag: int = 0,
     members: int = 1,
     clutter: float = 0.0,
+    cells: int = 0,
 ) -> tuple[TipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -401,6 +432,9 @@ def fit_tip_head(
             net on all).
         clutter: Placement of the projected threats toward the bags' dense contents
             (0 = anywhere in the bag).
+        cells: The head also reads the encoder map averaged over a ``cells`` x ``cells``
+            grid of the window (:func:`xrayscreen.model.tip_head.head_input`; 0 = the
+            pooled embedding alone).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -412,12 +446,22 @@ def fit_tip_head(
         raise ConfigError("the projected-threat head reads the feature memory; fit it first")
     t0 = time.perf_counter()
     rows = collect_rows(
-        bundle, scans, device, per_bag, seed, every_negative=hard_per_bag > 0, clutter=clutter
+        bundle,
+        scans,
+        device,
+        per_bag,
+        seed,
+        every_negative=hard_per_bag > 0,
+        clutter=clutter,
+        cells=cells,
     )
+    if cells > 0:
+        rows.standardise()
     t1 = time.perf_counter()
     head, info = fit_heads(rows, seed, hard_per_bag, members)
     info["embed_s"] = round(t1 - t0, 1)
     info["fit_s"] = round(time.perf_counter() - t1, 1)
     info["per_bag"] = int(per_bag)
     info["clutter"] = float(clutter)
+    info["cells"] = int(cells)
     return head, info

@@ -46,9 +46,11 @@ def grid_embed(engine: ScoringEngine, windows: torch.Tensor, cells: int) -> torc
     body = feature_bank.encoder_body(engine.generator)
     bank = engine._bank
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), engine._autocast():  # as embed_windows runs it
         for i in range(0, len(windows), 256):
-            xb = windows[i : i + 256].float()
+            xb = windows[i : i + 256].float().contiguous(memory_format=torch.channels_last)
+            if engine._cast_dtype is not None:
+                xb = xb.to(engine._cast_dtype)
             fmap = feature_bank.encoder_map(body, xb, bank.level).float()
             grid = F.adaptive_avg_pool2d(fmap, cells).flatten(1)
             out.append(torch.cat([bank.embed(fmap), grid], dim=1))

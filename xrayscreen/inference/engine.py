@@ -53,7 +53,7 @@ from xrayscreen.inference.windows import (
     pad_to_grid,
     pad_with_air,
 )
-from xrayscreen.model import feature_bank
+from xrayscreen.model import feature_bank, tip_head
 from xrayscreen.model.ganomaly import GeneratorOutput
 from xrayscreen.model.score import discriminator_feature_residual
 
@@ -351,6 +351,7 @@ class ScoringEngine:
             zoom.mix_of(bundle.score)
         self._density = density.enabled(bundle.score)  # a bad weight is refused here too
         self._head = None
+        self._head_cells = 0
         if tip_evidence.enabled(bundle.score):
             if bundle.tip_head is None or self._bank is None:
                 raise ConfigError(
@@ -358,6 +359,7 @@ class ScoringEngine:
                     "head or no feature memory for it to read"
                 )
             self._head = bundle.tip_head.to(self.device)
+            self._head_cells = tip_evidence.cells_of(bundle.score)
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -413,7 +415,11 @@ class ScoringEngine:
             fmap = feature_bank.encoder_map(body, xm[:n], self._bank.level)
         self._tap.clear()
         # The memory's embedding, once: the k-NN and the projected-threat head both read it.
-        return {"embedding": self._bank.embed(fmap), "bank": self._bank}
+        emb = self._bank.embed(fmap)
+        ctx: dict[str, Any] = {"embedding": emb, "bank": self._bank}
+        if self._head is not None:
+            ctx["head_input"] = tip_head.head_input(emb, fmap, self._head_cells)
+        return ctx
 
     def _default_batch(self) -> int:
         if self.device.type != "cuda":
@@ -488,7 +494,7 @@ class ScoringEngine:
             if self._head is not None and ctx is not None:
                 # Every view's logit from the same embedding the k-NN reads: two small
                 # matmuls; the caller keeps the column of the view it scored.
-                head = self._head.logits(ctx["embedding"])
+                head = self._head.logits(ctx["head_input"])
             score = score_kinds.compute(self.bundle.score, x, out, ctx)
             res = (x.float() - out.x_hat.float()).abs().mean(dim=1) if residual else None
         if self.device.type == "cuda":
@@ -557,15 +563,18 @@ class ScoringEngine:
                 head[i:j] = out.head
         return WindowOutputs(scores, res, head)
 
-    def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
+    def embed_windows(self, windows: torch.Tensor, cells: int = 0) -> torch.Tensor:
         """The feature memory's standardised embedding of each window (what the k-NN
-        compares and the projected-threat head reads), from G_E's first layers only.
+        compares), from G_E's first layers only; with ``cells`` > 0 what a head reading
+        that grid of the encoder map reads (:func:`~xrayscreen.model.tip_head.head_input`).
 
         Args:
             windows: ``(N, C, w, w)`` model input in [-1, 1], on any device.
+            cells: Grid side of the head's input (0: the embedding alone).
 
         Returns:
-            ``(N, D)`` float32 on the engine's device.
+            ``(N, D)`` float32 on the engine's device (``D`` per
+            :func:`~xrayscreen.model.tip_head.input_dim`).
 
         Raises:
             ConfigError: when the bundle's score has no feature memory.
@@ -581,9 +590,9 @@ class ScoringEngine:
                 if self._cast_dtype is not None:
                     xb = xb.to(self._cast_dtype)
                 fmap = feature_bank.encoder_map(body, xb, self._bank.level)
-                out.append(self._bank.embed(fmap.float()))
+                out.append(tip_head.head_input(self._bank.embed(fmap.float()), fmap, cells))
         self._tap.clear()  # the tap hook may have fired on the shared body
-        dim = int(self._bank.mean.shape[0])
+        dim = tip_head.input_dim(int(self._bank.mean.shape[0]), cells)
         return torch.cat(out) if out else torch.zeros(0, dim, device=self.device)
 
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,10 @@ KEY = "tip_weight"
 #: Share of ``tip_weight`` the working-scale view's head gets when the score has a
 #: zoomed-out view (that view's head always gets the whole weight); 1 when unset.
 WINDOW_SHARE_KEY = "tip_window_share"
+#: Side of the grid of encoder-map cells the head reads beside the pooled embedding
+#: (:func:`xrayscreen.model.tip_head.head_input`); 0 (unset) = the embedding alone.
+CELLS_KEY = "tip_cells"
+MAX_CELLS = 8
 MAX_WEIGHT = 10.0
 #: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
 #: turn a slightly higher logit into an alarm (the same floor the density term uses).
@@ -55,6 +59,18 @@ def window_share_of(spec: Any) -> float:
     if not 0.0 <= share <= 1.0:  # also rejects NaN
         raise ConfigError(f"{WINDOW_SHARE_KEY} must be in [0, 1], got {share!r}")
     return share
+
+
+def cells_of(spec: Any) -> int:
+    """The grid side the head reads (0 when unset: the pooled embedding alone).
+
+    Raises:
+        ConfigError: for a non-integer side or one outside [0, :data:`MAX_CELLS`].
+    """
+    cells = params.number(spec, CELLS_KEY, 0, "a whole number of cells")
+    if not (0 <= cells <= MAX_CELLS and float(cells).is_integer()):
+        raise ConfigError(f"{CELLS_KEY} must be a whole number in [0, {MAX_CELLS}], got {cells!r}")
+    return int(cells)
 
 
 def enabled(spec: Any) -> bool:

@@ -42,6 +42,7 @@ from xrayscreen.model.ganomaly import (
 )
 from xrayscreen.model.score import dfeat_weight_of
 from xrayscreen.model.tip_head import TipHead
+from xrayscreen.model.tip_head import input_dim as tip_input_dim
 from xrayscreen.model.variants import build_generator  # paper G, or the variant in extras
 
 FORMAT = "xrayscreen-bundle"
@@ -408,6 +409,7 @@ def _assemble(
     try:
         wants_head = tip_evidence.weight_of(score) > 0.0
         tip_evidence.window_share_of(score)  # refused when loading, not when scoring
+        cells = tip_evidence.cells_of(score)
     except ConfigError as exc:
         raise BundleError(f"{META}: {exc}") from None
     if wants_head and bank is None:
@@ -421,7 +423,8 @@ def _assemble(
                 "the model's score adds a projected-threat head, but the file has no head weights"
             )
         try:
-            head = TipHead.from_tensors(tensors, bank.memory.shape[1] if bank else -1)
+            dim = tip_input_dim(bank.memory.shape[1], cells) if bank else -1
+            head = TipHead.from_tensors(tensors, dim)
         except ConfigError as exc:
             raise BundleError(f"projected-threat head: {exc}") from None
     return ModelBundle(

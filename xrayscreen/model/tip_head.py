@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xrayscreen.errors import ConfigError
@@ -29,6 +30,30 @@ PREFIX = "tiphead."
 #: Views a head is fitted for, in column order: the working scale, then the zoomed-out one.
 VIEWS = ("window", "zoomed")
 _NAMES = ("w1", "b1", "w2", "b2")
+
+
+def input_dim(memory_dim: int, cells: int) -> int:
+    """Width of the head's input: the memory's embedding (``2C`` wide: mean and max of
+    ``C`` channels), plus ``C`` per grid cell when ``cells`` > 0."""
+    return memory_dim + (memory_dim // 2) * cells * cells if cells > 0 else memory_dim
+
+
+def head_input(embedding: torch.Tensor, fmap: torch.Tensor, cells: int) -> torch.Tensor:
+    """What the head reads: the memory's standardised embedding and, with ``cells`` > 0,
+    the encoder map averaged over a ``cells`` x ``cells`` grid of the window -- the pooled
+    embedding forgets WHERE the encoder fires, and a thin blade along a tube pools like the
+    tube (issue 7, tenth session). The grid's own standardisation is folded into the
+    head's first layer when it is fitted.
+
+    Args:
+        embedding: ``(N, D)`` the memory's embedding of the windows.
+        fmap: ``(N, C, h, w)`` the encoder map it was pooled from.
+        cells: Grid side (0 = the embedding alone).
+    """
+    if cells <= 0:
+        return embedding
+    grid = F.adaptive_avg_pool2d(fmap.float(), cells).flatten(1)
+    return torch.cat([embedding.float(), grid.to(embedding.device)], dim=1)
 
 
 @dataclass
@@ -96,6 +121,7 @@ class TipHead:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> TipHead:
+        # ``dim``: the input width the score's settings imply (:func:`input_dim`).
         """Rebuild from :meth:`tensors`, checking shapes against the memory's dimension.
 
         Raises:
@@ -108,7 +134,7 @@ class TipHead:
         if w1.ndim != 3 or w1.shape[0] != len(VIEWS) or w1.shape[2] != dim:
             raise ConfigError(
                 f"TIP head weights {tuple(w1.shape)} do not fit {len(VIEWS)} views of "
-                f"{dim}-dimensional embeddings"
+                f"{dim}-dimensional inputs"
             )
         v, h = w1.shape[:2]
         if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
