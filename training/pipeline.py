@@ -532,7 +532,8 @@ def _fit_tip(
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]
-    bundle.tip_head = head
+    # Calibrate the head that will ship (float16-rounded with half weights).
+    bundle.tip_head = head.as_stored(cfg.half_weights)
     tip = {"tip_weight": float(cfg.tip_weight)}
     if cfg.tip_window_share != 1.0:  # the default stays out of model.json
         tip["tip_window_share"] = float(cfg.tip_window_share)

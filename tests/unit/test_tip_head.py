@@ -92,6 +92,19 @@ def test_tensors_round_trip_and_bad_ones_are_refused():
         TipHead.from_modules([nn.Sequential(nn.Linear(10, 2))])
 
 
+def test_half_storage_is_what_the_head_scores_with_and_never_overflows():
+    head = TipHead.from_modules(_nets(10))
+    head.w1[0, 0, 0] = 1e6  # float16 cannot hold it: that tensor stays float32
+    t = head.tensors(half=True)
+    assert t[f"{PREFIX}w1"].dtype == torch.float32 and t[f"{PREFIX}w2"].dtype == torch.float16
+    back = TipHead.from_tensors(t, 10)
+    stored = head.as_stored(True)
+    q = torch.randn(4, 10)
+    torch.testing.assert_close(back.logits(q), stored.logits(q))
+    assert torch.equal(stored.w1, head.w1) and not torch.equal(stored.w2, head.w2)
+    assert torch.equal(head.as_stored(False).w2, head.w2)
+
+
 # -- its evidence term ---------------------------------------------------------------------
 def test_weight_is_validated_and_normalise_is_a_robust_z():
     assert tip_evidence.weight_of(ScoreSpec()) == 0.0 and not tip_evidence.enabled(ScoreSpec())

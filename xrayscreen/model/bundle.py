@@ -265,7 +265,7 @@ def _state_tensors(bundle: ModelBundle, half: bool) -> dict[str, torch.Tensor]:
         for k, t in bundle.feature_bank.tensors().items():
             out[k] = t.half() if half else t
     if bundle.tip_head is not None:
-        out.update(bundle.tip_head.tensors())  # tiny: kept in float32
+        out.update(bundle.tip_head.tensors(half))
     return out
 
 

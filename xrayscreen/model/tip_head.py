@@ -115,9 +115,15 @@ class TipHead:
         return torch.einsum("vnh,vh->nv", h, self.w2) + self.b2
 
     # -- storage -------------------------------------------------------------------
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors for the bundle's safetensors file (float32)."""
-        return {f"{PREFIX}{n}": getattr(self, n).float().contiguous() for n in _NAMES}
+    def tensors(self, half: bool = False) -> dict[str, torch.Tensor]:
+        """Tensors for the bundle's safetensors file: float32, or float16 with ``half``
+        (a tensor float16 cannot hold stays float32; loaded back as float32)."""
+        return {f"{PREFIX}{n}": _stored(getattr(self, n), half) for n in _NAMES}
+
+    def as_stored(self, half: bool) -> TipHead:
+        """The head as :meth:`tensors` will store it, back in float32: what a bundle saved
+        with float16 weights scores with, so its calibration can be fitted on it."""
+        return TipHead(*(_stored(getattr(self, n), half).float() for n in _NAMES))
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> TipHead:
@@ -147,3 +153,12 @@ class TipHead:
     def present(tensors: dict[str, torch.Tensor]) -> bool:
         """Whether a bundle's tensors hold a head."""
         return any(k.startswith(PREFIX) for k in tensors)
+
+
+def _stored(t: torch.Tensor, half: bool) -> torch.Tensor:
+    t = t.detach().float().contiguous()
+    if half:
+        h = t.half()
+        if torch.isfinite(h).all():
+            return h
+    return t
