@@ -17,7 +17,9 @@ BUNDLE = Path(str(resources.files("xrayscreen.resources") / "default_model"))
 
 def test_default_model_is_small_and_complete():
     size = sum(f.stat().st_size for f in BUNDLE.iterdir() if f.is_file())
-    assert size < 5_000_000, f"default model is {size / 1e6:.2f} MB"
+    # 6 MB: the float16 generator, discriminator and memory (~4.7 MB) and, since the tenth
+    # session, a projected-threat head that reads a 4x4 grid of the encoder map (~0.2 MB).
+    assert size < 6_000_000, f"default model is {size / 1e6:.2f} MB"
     meta = json.loads((BUNDLE / META).read_text())
     assert meta["weights"]["dtype"] == "float16" and meta["weights"]["has_discriminator"]
     b = load_bundle(BUNDLE, with_discriminator=True)
