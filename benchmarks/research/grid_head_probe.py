@@ -1,13 +1,16 @@
 """Probe (issue 7, tenth session): would a projected-threat head that sees WHERE in the
 window the encoder fires do better at bag level than one on the pooled embedding?
 
-The shipped head reads the feature memory's embedding (G_E's level-2 map mean- and
+The ninth session's head read the feature memory's embedding (G_E's level-2 map mean- and
 max-pooled over space): a thin blade along a tube pools like the tube. This probe fits the
 same head (same projected threats, same windows, same MLP) on that embedding plus the
-level-2 map average-pooled to a ``--cells`` x ``--cells`` grid, standardised on the
-training rows, then scores the val bags' windows with it and recombines its per-scan
+level-2 map average-pooled to a ``--cells`` x ``--cells`` grid (what ``tip_cells`` now
+does in the product), scores the val bags' windows with it and recombines its per-scan
 z-score with the other evidence terms saved by ``evidence_terms.py`` (same formula as
-the product's score, bag point read at the highest window). Prints JSON::
+the product's score, bag point read at the highest window) -- minutes, where the product
+path (``rescore_bundle.py --tip-cells`` + ``xrayscreen evaluate``) takes a quarter hour
+per seed. It was run before ``tip_cells`` existed, with its own copy of the grid pooling;
+it now calls the product's. Prints JSON::
 
     python benchmarks/research/grid_head_probe.py --bundle /tmp/models/jt1_s6 \\
         --sources /tmp/sixray_lists/benign_train.txt --terms /tmp/s10/dec_jt1_s6.npz \\
@@ -23,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from xrayscreen.evaluation.annotations import AnnotationSource
 from xrayscreen.evaluation.dataset import prepare_scan
@@ -31,7 +33,6 @@ from xrayscreen.imaging.representation import model_input
 from xrayscreen.inference import tip_evidence, zoom
 from xrayscreen.inference.engine import ScoringEngine, air_value
 from xrayscreen.inference.windows import gather_windows, pad_with_air
-from xrayscreen.model import feature_bank
 from xrayscreen.model.bundle import load_bundle
 from xrayscreen.training import tip_head as fit
 from xrayscreen.training.config import TrainConfig
@@ -39,23 +40,6 @@ from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from evidence_terms import bag_figures, load_terms
-
-
-def grid_embed(engine: ScoringEngine, windows: torch.Tensor, cells: int) -> torch.Tensor:
-    """The memory's embedding and the level-2 map pooled to ``cells`` x ``cells``."""
-    body = feature_bank.encoder_body(engine.generator)
-    bank = engine._bank
-    out = []
-    with torch.inference_mode(), engine._autocast():  # as embed_windows runs it
-        for i in range(0, len(windows), 256):
-            xb = windows[i : i + 256].float().contiguous(memory_format=torch.channels_last)
-            if engine._cast_dtype is not None:
-                xb = xb.to(engine._cast_dtype)
-            fmap = feature_bank.encoder_map(body, xb, bank.level).float()
-            grid = F.adaptive_avg_pool2d(fmap, cells).flatten(1)
-            out.append(torch.cat([bank.embed(fmap), grid], dim=1))
-    engine._tap.clear()
-    return torch.cat(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,16 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
-    orig = ScoringEngine.embed_windows
-    ScoringEngine.embed_windows = lambda self, w: grid_embed(self, w, a.cells)
-    try:
-        rows = fit.collect_rows(b, scans, torch.device("cpu"), cfg.tip_per_bag, cfg.seed)
-    finally:
-        ScoringEngine.embed_windows = orig
-    mean = [x.mean(0) for x in rows.x]
-    std = [x.std(0).clamp_min(1e-6) for x in rows.x]
-    rows.x = [(x - m) / s for x, m, s in zip(rows.x, mean, std)]
-    head, info = fit.fit_heads(rows, cfg.seed)
+    rows = fit.collect_rows(b, scans, torch.device("cpu"), cfg.tip_per_bag, cfg.seed, cells=a.cells)
+    rows.standardise()
+    head, info = fit.fit_heads(rows, cfg.seed)  # folded: reads the raw input
     t1 = time.perf_counter()
 
     # The val bags, in the order evidence_terms.py saved them.
@@ -108,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(b.score), b.input.representation, air)
         views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
         for v, (key, w) in enumerate(zip(("h", "hz"), views)):
-            e = (grid_embed(engine, w, a.cells) - mean[v]) / std[v]
             logit = torch.zeros(len(valid))
-            logit[idx] = head.logits(e)[:, v]
+            logit[idx] = head.logits(engine.embed_windows(w, a.cells))[:, v]
             bag[key] = tip_evidence.normalise(logit, valid).numpy()
     grid = bag_figures(bags)
     print(

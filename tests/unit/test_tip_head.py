@@ -206,6 +206,20 @@ def test_bundle_keeps_its_head_and_refuses_a_missing_one(tmp_path):
         load_bundle(tmp_path / "head")
 
 
+def _scored_windows(b, scan, r):
+    """The scan's scored windows ``(N, C, w, w)``, cut here independently of the engine,
+    their grid indices and the representation's air."""
+    fg = ~r.background
+    x = torch.from_numpy(model_input(scan, b.input.representation, b.input.scale))
+    air = torch.tensor(air_value(b.input.representation))
+    padded = air[:, None, None].expand(x.shape[0], *r.grid.padded_shape).clone()
+    padded[:, : r.grid.height, : r.grid.width] = x
+    idx = torch.nonzero(torch.from_numpy(fg)).flatten()
+    win, s = r.grid.window, r.grid.stride
+    windows = padded.unfold(1, win, s).unfold(2, win, s)[:, idx // r.grid.cols, idx % r.grid.cols]
+    return windows.permute(1, 0, 2, 3), idx, air
+
+
 def test_engine_adds_the_head_to_both_views(tmp_path):
     b = _head_bundle(tmp_path)
     scan = _scan(3)
@@ -214,14 +228,8 @@ def test_engine_adds_the_head_to_both_views(tmp_path):
     fg = ~r.background
     assert r.raw_head is not None and r.raw_head_zoom is not None
     # The logits are the head on the memory's embedding of each window and zoomed window.
-    x = torch.from_numpy(model_input(scan, b.input.representation, b.input.scale))
-    air = torch.tensor(air_value(b.input.representation))
-    padded = air[:, None, None].expand(x.shape[0], *r.grid.padded_shape).clone()
-    padded[:, : r.grid.height, : r.grid.width] = x
-    idx = torch.nonzero(torch.from_numpy(fg)).flatten()
-    win, s = r.grid.window, r.grid.stride
-    windows = padded.unfold(1, win, s).unfold(2, win, s)[:, idx // r.grid.cols, idx % r.grid.cols]
-    emb = eng.embed_windows(windows.permute(1, 0, 2, 3))
+    windows, idx, air = _scored_windows(b, scan, r)
+    emb = eng.embed_windows(windows)
     np.testing.assert_allclose(
         r.raw_head[fg], b.tip_head.logits(emb)[:, 0].numpy(), rtol=1e-4, atol=1e-4
     )
@@ -276,14 +284,8 @@ def test_engine_feeds_a_grid_head_the_same_input_as_training(tmp_path):
     eng = ScoringEngine(b, "cpu", autocast="off", batch=23)
     r = eng.score_scan_sync(scan, stride=16)
     fg = ~r.background
-    x = torch.from_numpy(model_input(scan, b.input.representation, b.input.scale))
-    air = torch.tensor(air_value(b.input.representation))
-    padded = air[:, None, None].expand(x.shape[0], *r.grid.padded_shape).clone()
-    padded[:, : r.grid.height, : r.grid.width] = x
-    idx = torch.nonzero(torch.from_numpy(fg)).flatten()
-    win, s = r.grid.window, r.grid.stride
-    windows = padded.unfold(1, win, s).unfold(2, win, s)[:, idx // r.grid.cols, idx % r.grid.cols]
-    inp = eng.embed_windows(windows.permute(1, 0, 2, 3), cells=2)
+    windows, _, _ = _scored_windows(b, scan, r)
+    inp = eng.embed_windows(windows, cells=2)
     assert inp.shape[1] == b.tip_head.dim
     np.testing.assert_allclose(
         r.raw_head[fg], b.tip_head.logits(inp)[:, 0].numpy(), rtol=1e-4, atol=1e-4
