@@ -122,7 +122,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         "tip_cells",
         int,
         "that head also reads the encoder map averaged over a grid of this many cells a "
-        "side (0 = the pooled embedding alone)",
+        "side (X-ray default 4; 0 = the pooled embedding alone)",
     ),
     "tip_clutter": (
         "tip_clutter",
