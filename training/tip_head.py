@@ -90,7 +90,8 @@ class TipRows:
         """Standardise every view's columns in place (a grid input mixes the memory's
         standardised embedding with raw activations); :func:`fit_heads` folds it back."""
         self.scale = [(x.mean(0), x.std(0).clamp_min(1e-6)) for x in self.x]
-        self.x = [(x - m) / sd for x, (m, sd) in zip(self.x, self.scale)]
+        for x, (m, sd) in zip(self.x, self.scale):
+            x.sub_(m).div_(sd)  # in place: the rows of a 180-bag run are ~0.5 GB a view
 
 
 def project_bag(
