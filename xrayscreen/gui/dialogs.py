@@ -88,9 +88,11 @@ def _score_steps(params: dict[str, Any]) -> str:
     if density.enabled(spec):
         steps.append(f"plus {density.weight_of(spec):g} x window density (within the scan)")
     if tip_evidence.enabled(spec):
+        cells = tip_evidence.cells_of(spec)
+        reads = f"; reads a {cells} x {cells} grid of the encoder map too" if cells else ""
         steps.append(
             f"plus {tip_evidence.weight_of(spec):g} x the projected-threat head "
-            "(within the scan; trained on simulated threats in the normal training bags)"
+            f"(within the scan; trained on simulated threats in the normal training bags{reads})"
         )
     if zoom.enabled(spec):
         how = (
