@@ -256,15 +256,18 @@ def test_scorers_add_window_density_as_the_engine_does(tmp_path, folder, with_zo
     assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
 
 
+@pytest.mark.parametrize("cells", [0, 2])
 @pytest.mark.parametrize("with_zoom", [False, True])
-def test_scorers_add_the_projected_threat_head_as_the_engine_does(tmp_path, folder, with_zoom):
+def test_scorers_add_the_projected_threat_head_as_the_engine_does(
+    tmp_path, folder, with_zoom, cells
+):
     """A bundle whose score adds its projected-threat head: evaluate (both scorers) scores
     what the product shows, and the head changes it."""
     from torch import nn
 
     from xrayscreen.model.bundle import ScoreSpec
     from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
-    from xrayscreen.model.tip_head import TipHead
+    from xrayscreen.model.tip_head import TipHead, input_dim
 
     normal, threat, labels = folder
     ds = prepare_dataset(
@@ -275,10 +278,12 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(tmp_path, fold
         x = torch.rand(200, 3, 64, 64) * 2 - 1
         bank = FeatureBank.fit(pool(encoder_map(bundle.generator.encoder1.body, x, 2)), level=2)
     torch.manual_seed(1)
-    dim = bank.memory.shape[1]
+    dim = input_dim(bank.memory.shape[1], cells)  # a grid head reads the encoder map too
     nets = [nn.Sequential(nn.Linear(dim, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
     bundle.feature_bank, bundle.tip_head = bank, TipHead.from_modules(nets)
     params = {"scan_norm": "robust_z", "density_weight": 0.5, "tip_weight": 1.0, **bank.params()}
+    if cells:
+        params["tip_cells"] = cells
     if with_zoom:
         params["zoom"] = 2.0
     bundle.score = ScoreSpec(kind="feature_knn", params=params)

@@ -35,6 +35,7 @@ from xrayscreen.inference import density, tip_evidence, zoom
 from xrayscreen.inference.results import WindowOutputs
 from xrayscreen.inference.windows import fold_mean, gather_windows, pad_with_air
 from xrayscreen.model.feature_bank import encoder_body, encoder_map
+from xrayscreen.model.tip_head import head_input
 
 
 @dataclass
@@ -189,6 +190,7 @@ class ModelScorer:
                     "head or no feature memory"
                 )
             self._head = bundle.tip_head.to(self.device)
+        self._head_cells = tip_evidence.cells_of(bundle.score)
         self._autocast = self.device.type == "cuda" or (
             self.device.type == "cpu" and cpu_has_bf16()
         )
@@ -214,7 +216,11 @@ class ModelScorer:
         if self._bank is None:
             self._bank = bank.to(self.device)
         fmap = encoder_map(encoder_body(net), xb, bank.level)
-        return {"embedding": self._bank.embed(fmap), "bank": self._bank}
+        emb = self._bank.embed(fmap)
+        ctx: dict[str, Any] = {"embedding": emb, "bank": self._bank}
+        if self._head is not None:  # what the engine's head reads (a grid of fmap too)
+            ctx["head_input"] = head_input(emb, fmap, self._head_cells)
+        return ctx
 
     def _forward(
         self, net: Any, xs: torch.Tensor, specs: dict[str, Any]
@@ -236,7 +242,7 @@ class ModelScorer:
         }
         head = None
         if self._head is not None and ctx is not None:
-            head = self._head.logits(ctx["embedding"])
+            head = self._head.logits(ctx["head_input"])
         return scores, outputs, xb, head
 
     @torch.inference_mode()
