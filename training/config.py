@@ -13,6 +13,7 @@ from xrayscreen.imaging.representation import WorkingScale, channels_of
 from xrayscreen.inference.density import MAX_WEIGHT as DENSITY_MAX_WEIGHT
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
 from xrayscreen.inference.score_kinds import MEMORY_PLUS
+from xrayscreen.inference.tip_evidence import MAX_CELLS as TIP_MAX_CELLS
 from xrayscreen.inference.tip_evidence import MAX_WEIGHT as TIP_MAX_WEIGHT
 from xrayscreen.inference.zoom import MAX_ZOOM
 from xrayscreen.inference.zoom import MIXES as ZOOM_MIXES
@@ -372,8 +373,10 @@ class TrainConfig:
             raise ConfigError(
                 f"tip_hard_per_bag must be 0-1000 windows per bag, got {self.tip_hard_per_bag}"
             )
-        if not 0 <= int(self.tip_cells) <= 8:
-            raise ConfigError(f"tip_cells must be 0-8 cells a side, got {self.tip_cells}")
+        if not 0 <= int(self.tip_cells) <= TIP_MAX_CELLS:
+            raise ConfigError(
+                f"tip_cells must be 0-{TIP_MAX_CELLS} cells a side, got {self.tip_cells}"
+            )
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_members) <= 32:

@@ -56,6 +56,7 @@ def dump(a: argparse.Namespace) -> None:
 
     scorers.zoom.evidence = spy  # the scorer's own call, inputs kept
     src = AnnotationSource(labels=a.labels, masks=a.masks)
+    zspec = zoom.zoom_spec(b.score)
     save: dict[str, np.ndarray] = {}
     names, kinds = [], []
     lists = (("benign", a.normal), ("threat", a.threat))
@@ -70,7 +71,6 @@ def dump(a: argparse.Namespace) -> None:
             v, i = cap["v"], len(names)
             names.append(ps.name)
             kinds.append(kind)
-            zspec = zoom.zoom_spec(b.score)
             terms = {
                 "m": scan_norm.normalise(b.score, cap["raw"], v),
                 "mz": scan_norm.normalise(zspec, cap["rz"], v),

@@ -6,10 +6,10 @@ in the bundle) each view's evidence becomes
     z_model [+ w_density * z_density] + w * z_head,
 
 ``z_head`` = the head's logit for that view as a robust z-score among the scan's own
-scored windows (the working-scale view's ``w`` times ``tip_window_share`` when there is a
-zoomed-out view) (the same "unusual for this bag" reading as every other term), before
+scored windows (the same "unusual for this bag" reading as every other term), before
 the views' combination, the spatial context and the calibration
-(:func:`xrayscreen.inference.zoom.evidence`). The head is trained at training time on
+(:func:`xrayscreen.inference.zoom.evidence`); beside a zoomed-out view the working-scale
+view's weight is ``w`` times ``tip_window_share``. The head is trained at training time on
 simulated threats projected into the normal training bags, never on a real threat
 (``training.tip_head``). Measured in ``docs/BENCHMARKS.md`` (issue 7, ninth session).
 

@@ -127,8 +127,8 @@ class TipHead:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> TipHead:
-        # ``dim``: the input width the score's settings imply (:func:`input_dim`).
-        """Rebuild from :meth:`tensors`, checking shapes against the memory's dimension.
+        """Rebuild from :meth:`tensors`, checking shapes against ``dim``, the input width
+        the score's settings imply (:func:`input_dim`).
 
         Raises:
             ConfigError: missing, inconsistent or non-finite tensors.
