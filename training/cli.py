@@ -9,13 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from xrayscreen.errors import XrayscreenError
 
 from .config import TrainConfig, xray_settings
 
+
+def _on_off(text: str) -> bool:
+    """``on`` / ``off`` (or true / false, yes / no, 1 / 0) as a bool, for argparse."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
 # CLI flag -> TrainConfig field (flags left unset keep the --config file's / default value).
-_FLAGS: dict[str, tuple[str, type, str]] = {
+_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "epochs": ("epochs", int, "training epochs (default 25)"),
     "window": ("window", int, "window side in pixels (default 64)"),
     "stride": ("stride", int, "stride between training windows (default 32)"),
@@ -123,6 +136,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         int,
         "that head also reads the encoder map averaged over a grid of this many cells a "
         "side (X-ray default 4; 0 = the pooled embedding alone)",
+    ),
+    "tip_cell_max": (
+        "tip_cell_max",
+        _on_off,
+        "on / off: that head also reads each grid cell's maximum",
     ),
     "tip_clutter": (
         "tip_clutter",

@@ -177,6 +177,8 @@ class TrainConfig:
         tip_cells: The head also reads the encoder map averaged over a grid of this many
             cells a side (``xrayscreen.model.tip_head.head_input``); 0 = the pooled
             embedding alone.
+        tip_cell_max: The head also reads each grid cell's maximum (a cell's average
+            dilutes a blade a few pixels wide); needs ``tip_cells`` > 0.
         tip_members: Nets averaged into the head per view, each fitted on its own
             sub-sample of the bags (1 = one net).
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
@@ -256,6 +258,7 @@ class TrainConfig:
     tip_members: int = 1
     tip_clutter: float = 0.0
     tip_cells: int = 0
+    tip_cell_max: bool = False
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -377,6 +380,10 @@ class TrainConfig:
             raise ConfigError(
                 f"tip_cells must be 0-{TIP_MAX_CELLS} cells a side, got {self.tip_cells}"
             )
+        if not isinstance(self.tip_cell_max, bool):
+            raise ConfigError(f"tip_cell_max must be true or false, got {self.tip_cell_max!r}")
+        if self.tip_cell_max and int(self.tip_cells) == 0:
+            raise ConfigError("tip_cell_max needs a grid (tip_cells > 0)")
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_members) <= 32:

@@ -529,6 +529,7 @@ def _fit_tip(
             members=cfg.tip_members,
             clutter=cfg.tip_clutter,
             cells=cfg.tip_cells,
+            cell_max=cfg.tip_cell_max,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]
@@ -539,6 +540,8 @@ def _fit_tip(
         tip["tip_window_share"] = float(cfg.tip_window_share)
     if cfg.tip_cells:
         tip["tip_cells"] = int(cfg.tip_cells)
+        if cfg.tip_cell_max:
+            tip["tip_cell_max"] = True
     bundle.score.params = {**bundle.score.params, **tip}
     bundle.training["tip_head"] = info
     return []
@@ -551,5 +554,6 @@ def _drop_tip(bundle: ModelBundle) -> None:
     params.pop("tip_weight", None)
     params.pop("tip_window_share", None)
     params.pop("tip_cells", None)
+    params.pop("tip_cell_max", None)
     bundle.score.params = params
     bundle.training.pop("tip_head", None)

@@ -144,6 +144,7 @@ def _window_rows(
     rng: np.random.Generator,
     every_negative: bool = False,
     cells: int = 0,
+    cell_max: bool = False,
 ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
     """Embeddings (one tensor per view) of a projected scan's positive windows and a
     sample of its threat-free ones (all of them with ``every_negative``, the sample
@@ -175,10 +176,10 @@ def _window_rows(
     sampled = np.arange(len(labels)) < n_pos + len(neg)
     if not len(idx):
         return [], labels, sampled
-    rows = [engine.embed_windows(gather_windows(padded, grid, idx), cells).cpu()]
+    rows = [engine.embed_windows(gather_windows(padded, grid, idx), cells, cell_max).cpu()]
     if zoom.enabled(bundle.score):
         zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
-        rows.append(engine.embed_windows(zv.windows(idx), cells).cpu())
+        rows.append(engine.embed_windows(zv.windows(idx), cells, cell_max).cpu())
     else:  # no zoomed view: its column is never read; fit it on the same rows
         rows.append(rows[0])
     return rows, labels, sampled
@@ -193,6 +194,7 @@ def collect_rows(
     every_negative: bool = False,
     clutter: float = 0.0,
     cells: int = 0,
+    cell_max: bool = False,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
@@ -210,7 +212,9 @@ def collect_rows(
     n_bags = n_threats = 0
     for scan in scans:
         tip, boxes = project_bag(scan, rng, per_bag, clutter=clutter)
-        rows, labels, sampled = _window_rows(engine, tip, boxes, rng, every_negative, cells)
+        rows, labels, sampled = _window_rows(
+            engine, tip, boxes, rng, every_negative, cells, cell_max
+        )
         n_threats += len(boxes)
         if not rows:
             continue
@@ -416,6 +420,7 @@ def fit_tip_head(
     members: int = 1,
     clutter: float = 0.0,
     cells: int = 0,
+    cell_max: bool = False,
 ) -> tuple[TipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -436,6 +441,7 @@ def fit_tip_head(
         cells: The head also reads the encoder map averaged over a ``cells`` x ``cells``
             grid of the window (:func:`xrayscreen.model.tip_head.head_input`; 0 = the
             pooled embedding alone).
+        cell_max: The head reads each grid cell's maximum too.
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -455,6 +461,7 @@ def fit_tip_head(
         every_negative=hard_per_bag > 0,
         clutter=clutter,
         cells=cells,
+        cell_max=cell_max,
     )
     if cells > 0:
         rows.standardise()
@@ -465,4 +472,5 @@ def fit_tip_head(
     info["per_bag"] = int(per_bag)
     info["clutter"] = float(clutter)
     info["cells"] = int(cells)
+    info["cell_max"] = bool(cell_max)
     return head, info

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from xrayscreen.evaluation.annotations import AnnotationSource
 from xrayscreen.evaluation.dataset import prepare_scan
@@ -53,17 +54,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--masks", default="../shared/data/sixray/threat/masks")
     p.add_argument("--cells", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    # Research variants (eleventh session), each off by default:
+    p.add_argument(
+        "--extra-levels",
+        default="",
+        help="more encoder maps for the head, LEVEL:CELLS[,LEVEL:CELLS] (e.g. 1:4 = the "
+        "first activation averaged over a 4 x 4 grid; LEVEL:CELLS:max max-pools the cells)",
+    )
+    p.add_argument("--thickness", type=float, nargs=2, default=list(fit.THICKNESS_RANGE))
+    p.add_argument("--size", type=float, nargs=2, default=list(fit.SIZE_RANGE))
+    p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
+    p.add_argument("--hidden", type=int, default=fit.HIDDEN)
+    p.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="added to the bundle's seed for the projections and the head's fit (how much "
+        "one fit's luck moves the bag point)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    _variants(a)
     t0 = time.perf_counter()
     b = load_bundle(a.bundle)
     cfg = TrainConfig.from_dict(b.training["config"])
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
-    rows = fit.collect_rows(b, scans, torch.device("cpu"), cfg.tip_per_bag, cfg.seed, cells=a.cells)
+    per_bag = a.per_bag or cfg.tip_per_bag
+    seed = cfg.seed + a.seed_offset
+    rows = fit.collect_rows(b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells)
     rows.standardise()
-    head, info = fit.fit_heads(rows, cfg.seed)  # folded: reads the raw input
+    head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
     t1 = time.perf_counter()
 
     # The val bags, in the order evidence_terms.py saved them.
@@ -94,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "bundle": a.bundle,
                 "cells": a.cells,
+                "extra_levels": a.extra_levels,
+                "thickness": a.thickness,
+                "size": a.size,
+                "per_bag": per_bag,
+                "hidden": a.hidden,
+                "seed_offset": a.seed_offset,
                 "dim": int(rows.x[0].shape[1]),
                 "tip_head": info,
                 "pooled_head": base,
@@ -104,6 +132,44 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _variants(a: argparse.Namespace) -> None:
+    """Patch the research variants into the fitting and embedding code (probe only)."""
+    fit.HIDDEN = a.hidden
+    real_project = fit.project_bag
+
+    def project(scan, rng, per_bag, **kw):
+        return real_project(scan, rng, per_bag, tuple(a.size), tuple(a.thickness), **kw)
+
+    fit.project_bag = project
+    extra = [part.split(":") for part in a.extra_levels.split(",") if part]
+    if not extra:
+        return
+    from xrayscreen.model import feature_bank
+
+    real_embed = ScoringEngine.embed_windows
+
+    def embed(self, windows, cells=0):
+        base = real_embed(self, windows, cells)
+        body = feature_bank.encoder_body(self.generator)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, int(windows.shape[0]), self.batch):
+                xb = windows[i : i + self.batch].to(self.device, torch.float32)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                if self._cast_dtype is not None:
+                    xb = xb.to(self._cast_dtype)
+                parts = []
+                for level, c, *how in extra:
+                    fmap = feature_bank.encoder_map(body, xb, int(level)).float()
+                    pool = F.adaptive_max_pool2d if how == ["max"] else F.adaptive_avg_pool2d
+                    parts.append(pool(fmap, int(c)).flatten(1))
+                out.append(torch.cat(parts, dim=1))
+        self._tap.clear()
+        return torch.cat([base, torch.cat(out).to(base.device)], dim=1)
+
+    ScoringEngine.embed_windows = embed
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ def test_scorers_add_window_density_as_the_engine_does(tmp_path, folder, with_zo
     assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
 
 
-@pytest.mark.parametrize("cells", [0, 2])
+@pytest.mark.parametrize("cells", [0, 2, (2, "max")])
 @pytest.mark.parametrize("with_zoom", [False, True])
 def test_scorers_add_the_projected_threat_head_as_the_engine_does(
     tmp_path, folder, with_zoom, cells
@@ -278,12 +278,15 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(
         x = torch.rand(200, 3, 64, 64) * 2 - 1
         bank = FeatureBank.fit(pool(encoder_map(bundle.generator.encoder1.body, x, 2)), level=2)
     torch.manual_seed(1)
-    dim = input_dim(bank.memory.shape[1], cells)  # a grid head reads the encoder map too
+    cells, cell_max = cells if isinstance(cells, tuple) else (cells, None)
+    dim = input_dim(bank.memory.shape[1], cells, bool(cell_max))  # it reads the map too
     nets = [nn.Sequential(nn.Linear(dim, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
     bundle.feature_bank, bundle.tip_head = bank, TipHead.from_modules(nets)
     params = {"scan_norm": "robust_z", "density_weight": 0.5, "tip_weight": 1.0, **bank.params()}
     if cells:
         params["tip_cells"] = cells
+    if cell_max:
+        params["tip_cell_max"] = True
     if with_zoom:
         params["zoom"] = 2.0
     bundle.score = ScoreSpec(kind="feature_knn", params=params)

@@ -423,3 +423,22 @@ def test_cli_render_jitter_flags():
     assert (raw.jitter_gamma, raw.jitter_hue) == (1.25, 0.0)
     assert cfg("--bank-hues", "20", "-20").bank_hues == [20.0, -20.0]
     assert cfg("--bank-hues").bank_hues == []
+
+
+def test_cli_tip_cell_max_flag():
+    import argparse
+
+    from xrayscreen.training.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def cfg(*extra):
+        return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
+
+    assert cfg("--tip-cell-max", "on").tip_cell_max is True
+    assert cfg("--tip-cell-max", "off").tip_cell_max is False
+    with pytest.raises(SystemExit):  # argparse refuses it with a usage line
+        cfg("--tip-cell-max", "maybe")
+    with pytest.raises(ConfigError, match="needs a grid"):
+        cfg("--tip-cells", "0", "--tip-cell-max", "on")

@@ -89,7 +89,8 @@ def _score_steps(params: dict[str, Any]) -> str:
         steps.append(f"plus {density.weight_of(spec):g} x window density (within the scan)")
     if tip_evidence.enabled(spec):
         cells = tip_evidence.cells_of(spec)
-        reads = f"; reads a {cells} x {cells} grid of the encoder map too" if cells else ""
+        how = " (cell means and maxima)" if tip_evidence.cell_max_of(spec) else ""
+        reads = f"; reads a {cells} x {cells} grid of the encoder map too{how}" if cells else ""
         steps.append(
             f"plus {tip_evidence.weight_of(spec):g} x the projected-threat head "
             f"(within the scan; trained on simulated threats in the normal training bags{reads})"

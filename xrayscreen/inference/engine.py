@@ -352,6 +352,7 @@ class ScoringEngine:
         self._density = density.enabled(bundle.score)  # a bad weight is refused here too
         self._head = None
         self._head_cells = 0
+        self._head_cell_max = False
         if tip_evidence.enabled(bundle.score):
             if bundle.tip_head is None or self._bank is None:
                 raise ConfigError(
@@ -360,6 +361,7 @@ class ScoringEngine:
                 )
             self._head = bundle.tip_head.to(self.device)
             self._head_cells = tip_evidence.cells_of(bundle.score)
+            self._head_cell_max = tip_evidence.cell_max_of(bundle.score)
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -418,7 +420,9 @@ class ScoringEngine:
         emb = self._bank.embed(fmap)
         ctx: dict[str, Any] = {"embedding": emb, "bank": self._bank}
         if self._head is not None:
-            ctx["head_input"] = tip_head.head_input(emb, fmap, self._head_cells)
+            ctx["head_input"] = tip_head.head_input(
+                emb, fmap, self._head_cells, self._head_cell_max
+            )
         return ctx
 
     def _default_batch(self) -> int:
@@ -563,7 +567,9 @@ class ScoringEngine:
                 head[i:j] = out.head
         return WindowOutputs(scores, res, head)
 
-    def embed_windows(self, windows: torch.Tensor, cells: int = 0) -> torch.Tensor:
+    def embed_windows(
+        self, windows: torch.Tensor, cells: int = 0, cell_max: bool = False
+    ) -> torch.Tensor:
         """The feature memory's standardised embedding of each window (what the k-NN
         compares), from G_E's first layers only; with ``cells`` > 0 what a head reading
         that grid of the encoder map reads (:func:`~xrayscreen.model.tip_head.head_input`).
@@ -571,6 +577,7 @@ class ScoringEngine:
         Args:
             windows: ``(N, C, w, w)`` model input in [-1, 1], on any device.
             cells: Grid side of the head's input (0: the embedding alone).
+            cell_max: The grid's cell maxima too.
 
         Returns:
             ``(N, D)`` float32 on the engine's device (``D`` per
@@ -590,9 +597,10 @@ class ScoringEngine:
                 if self._cast_dtype is not None:
                     xb = xb.to(self._cast_dtype)
                 fmap = feature_bank.encoder_map(body, xb, self._bank.level)
-                out.append(tip_head.head_input(self._bank.embed(fmap.float()), fmap, cells))
+                emb = self._bank.embed(fmap.float())
+                out.append(tip_head.head_input(emb, fmap, cells, cell_max))
         self._tap.clear()  # the tap hook may have fired on the shared body
-        dim = tip_head.input_dim(int(self._bank.mean.shape[0]), cells)
+        dim = tip_head.input_dim(int(self._bank.mean.shape[0]), cells, cell_max)
         return torch.cat(out) if out else torch.zeros(0, dim, device=self.device)
 
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:

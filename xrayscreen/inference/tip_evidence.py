@@ -33,6 +33,8 @@ WINDOW_SHARE_KEY = "tip_window_share"
 #: (:func:`xrayscreen.model.tip_head.head_input`); 0 (unset) = the embedding alone.
 CELLS_KEY = "tip_cells"
 MAX_CELLS = 8
+#: Whether the head also reads each grid cell's maximum (unset = False).
+CELL_MAX_KEY = "tip_cell_max"
 MAX_WEIGHT = 10.0
 #: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
 #: turn a slightly higher logit into an alarm (the same floor the density term uses).
@@ -71,6 +73,20 @@ def cells_of(spec: Any) -> int:
     if not (0 <= cells <= MAX_CELLS and float(cells).is_integer()):
         raise ConfigError(f"{CELLS_KEY} must be a whole number in [0, {MAX_CELLS}], got {cells!r}")
     return int(cells)
+
+
+def cell_max_of(spec: Any) -> bool:
+    """Whether the head also reads each grid cell's maximum (False when unset).
+
+    Raises:
+        ConfigError: for a value that is not a boolean, or one set without a grid.
+    """
+    value = params.of(spec).get(CELL_MAX_KEY, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{CELL_MAX_KEY} must be true or false, got {value!r}")
+    if value and cells_of(spec) == 0:
+        raise ConfigError(f"{CELL_MAX_KEY} needs a grid ({CELLS_KEY} > 0)")
+    return value
 
 
 def enabled(spec: Any) -> bool:

@@ -410,6 +410,7 @@ def _assemble(
         wants_head = tip_evidence.weight_of(score) > 0.0
         tip_evidence.window_share_of(score)  # refused when loading, not when scoring
         cells = tip_evidence.cells_of(score)
+        cell_max = tip_evidence.cell_max_of(score)
     except ConfigError as exc:
         raise BundleError(f"{META}: {exc}") from None
     if wants_head and bank is None:
@@ -423,7 +424,7 @@ def _assemble(
                 "the model's score adds a projected-threat head, but the file has no head weights"
             )
         try:
-            dim = tip_input_dim(bank.memory.shape[1], cells) if bank else -1
+            dim = tip_input_dim(bank.memory.shape[1], cells, cell_max) if bank else -1
             head = TipHead.from_tensors(tensors, dim)
         except ConfigError as exc:
             raise BundleError(f"projected-threat head: {exc}") from None

@@ -32,28 +32,37 @@ VIEWS = ("window", "zoomed")
 _NAMES = ("w1", "b1", "w2", "b2")
 
 
-def input_dim(memory_dim: int, cells: int) -> int:
+def input_dim(memory_dim: int, cells: int, cell_max: bool = False) -> int:
     """Width of the head's input: the memory's embedding (``2C`` wide: mean and max of
-    ``C`` channels), plus ``C`` per grid cell when ``cells`` > 0."""
-    return memory_dim + (memory_dim // 2) * cells * cells if cells > 0 else memory_dim
+    ``C`` channels), plus ``C`` per grid cell when ``cells`` > 0 (``2C`` with ``cell_max``)."""
+    if cells <= 0:
+        return memory_dim
+    return memory_dim + (memory_dim // 2) * cells * cells * (2 if cell_max else 1)
 
 
-def head_input(embedding: torch.Tensor, fmap: torch.Tensor, cells: int) -> torch.Tensor:
+def head_input(
+    embedding: torch.Tensor, fmap: torch.Tensor, cells: int, cell_max: bool = False
+) -> torch.Tensor:
     """What the head reads: the memory's standardised embedding and, with ``cells`` > 0,
     the encoder map averaged over a ``cells`` x ``cells`` grid of the window -- the pooled
     embedding forgets WHERE the encoder fires, and a thin blade along a tube pools like the
-    tube (issue 7, tenth session). The grid's own standardisation is folded into the
-    head's first layer when it is fitted.
+    tube (issue 7, tenth session) -- and, with ``cell_max``, the same cells' maxima too
+    (an average over a cell still dilutes a blade a few pixels wide; eleventh session).
+    The grid's own standardisation is folded into the head's first layer when it is fitted.
 
     Args:
         embedding: ``(N, D)`` the memory's embedding of the windows.
         fmap: ``(N, C, h, w)`` the encoder map it was pooled from.
         cells: Grid side (0 = the embedding alone).
+        cell_max: Also each cell's maximum (only with ``cells`` > 0).
     """
     if cells <= 0:
         return embedding
-    grid = F.adaptive_avg_pool2d(fmap.float(), cells).flatten(1)
-    return torch.cat([embedding.float(), grid.to(embedding.device)], dim=1)
+    f = fmap.float()
+    parts = [embedding.float(), F.adaptive_avg_pool2d(f, cells).flatten(1).to(embedding.device)]
+    if cell_max:
+        parts.append(F.adaptive_max_pool2d(f, cells).flatten(1).to(embedding.device))
+    return torch.cat(parts, dim=1)
 
 
 @dataclass
