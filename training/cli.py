@@ -148,6 +148,11 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "place that head's projected threats toward the bags' dense contents "
         "(opacity to this power; 0 = anywhere in the bag, the default)",
     ),
+    "tip_draws": (
+        "tip_draws",
+        int,
+        "heads averaged into that head, each on its own draw of projected threats (default 1)",
+    ),
     "tip_members": (
         "tip_members",
         int,

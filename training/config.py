@@ -179,6 +179,8 @@ class TrainConfig:
             embedding alone.
         tip_cell_max: The head also reads each grid cell's maximum (a cell's average
             dilutes a blade a few pixels wide); needs ``tip_cells`` > 0.
+        tip_draws: Heads averaged, each fitted on its own draw of projected threats
+            (one fit's luck moves the bag-level figures; eleventh session); 1 = one head.
         tip_members: Nets averaged into the head per view, each fitted on its own
             sub-sample of the bags (1 = one net).
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
@@ -259,6 +261,7 @@ class TrainConfig:
     tip_clutter: float = 0.0
     tip_cells: int = 0
     tip_cell_max: bool = False
+    tip_draws: int = 1
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -386,6 +389,8 @@ class TrainConfig:
             raise ConfigError("tip_cell_max needs a grid (tip_cells > 0)")
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
+        if not 1 <= int(self.tip_draws) <= 8:
+            raise ConfigError(f"tip_draws must be 1-8 heads, got {self.tip_draws}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
         if self.tip_weight > 0 and (

@@ -517,11 +517,10 @@ def _fit_tip(
 ) -> list[str]:
     """Fit the projected-threat head on the TRAINING scans read again (``training.tip_head``)
     and switch it on in the bundle's score; without those scans, a warning instead."""
-    scans = iter_scans_of(sources, train_windows.scan_ids, train_windows.scan_names)
     try:
         head, info = fit_tip_head(
             bundle,
-            scans,
+            lambda: iter_scans_of(sources, train_windows.scan_ids, train_windows.scan_names),
             device,
             per_bag=cfg.tip_per_bag,
             seed=cfg.seed,
@@ -530,6 +529,7 @@ def _fit_tip(
             clutter=cfg.tip_clutter,
             cells=cfg.tip_cells,
             cell_max=cfg.tip_cell_max,
+            draws=cfg.tip_draws,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]

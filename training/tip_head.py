@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -411,7 +411,7 @@ def fit_heads(
 
 def fit_tip_head(
     bundle: ModelBundle,
-    scans: Iterable[Scan],
+    scans: Iterable[Scan] | Callable[[], Iterable[Scan]],
     device: torch.device,
     *,
     per_bag: int = 2,
@@ -421,6 +421,7 @@ def fit_tip_head(
     clutter: float = 0.0,
     cells: int = 0,
     cell_max: bool = False,
+    draws: int = 1,
 ) -> tuple[TipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -428,7 +429,8 @@ def fit_tip_head(
 
     Args:
         bundle: The trained bundle.
-        scans: Normal TRAINING scans (read again from disk).
+        scans: Normal TRAINING scans, or a function that reads them again from disk
+            (called once a draw; a one-shot iterator is kept in memory for more draws).
         device: Where the generator runs.
         per_bag: Threats projected into each scan.
         seed: Seeds projection, sampling and the heads' training.
@@ -442,6 +444,9 @@ def fit_tip_head(
             grid of the window (:func:`xrayscreen.model.tip_head.head_input`; 0 = the
             pooled embedding alone).
         cell_max: The head reads each grid cell's maximum too.
+        draws: Heads averaged, each fitted on its own draw of projected threats (seeds
+            ``seed``, ``seed + 1``, ...; 1 = one head). One fit's luck moves the bag-level
+            figures a lot (issue 7, eleventh session); ``scans`` is then read ``draws`` times.
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -451,24 +456,44 @@ def fit_tip_head(
     """
     if bundle.feature_bank is None:
         raise ConfigError("the projected-threat head reads the feature memory; fit it first")
-    t0 = time.perf_counter()
-    rows = collect_rows(
-        bundle,
-        scans,
-        device,
-        per_bag,
-        seed,
-        every_negative=hard_per_bag > 0,
-        clutter=clutter,
-        cells=cells,
-        cell_max=cell_max,
-    )
-    if cells > 0:
-        rows.standardise()
-    t1 = time.perf_counter()
-    head, info = fit_heads(rows, seed, hard_per_bag, members)
-    info["embed_s"] = round(t1 - t0, 1)
-    info["fit_s"] = round(time.perf_counter() - t1, 1)
+    if draws < 1:
+        raise ConfigError(f"draws must be at least 1, got {draws}")
+    if callable(scans):  # read again from disk for every draw
+        read = scans
+    else:
+        kept = list(scans) if draws > 1 and iter(scans) is scans else scans
+        read = lambda: kept  # noqa: E731
+    heads, infos = [], []
+    embed_s = fit_s = 0.0
+    for k in range(draws):
+        t0 = time.perf_counter()
+        rows = collect_rows(
+            bundle,
+            read(),
+            device,
+            per_bag,
+            seed + k,
+            every_negative=hard_per_bag > 0,
+            clutter=clutter,
+            cells=cells,
+            cell_max=cell_max,
+        )
+        if cells > 0:
+            rows.standardise()
+        t1 = time.perf_counter()
+        head, info = fit_heads(rows, seed + k, hard_per_bag, members)
+        del rows  # ~1 GB a draw with a grid
+        heads.append(head)
+        infos.append(info)
+        embed_s += t1 - t0
+        fit_s += time.perf_counter() - t1
+    info = infos[0]
+    if draws > 1:
+        head = TipHead.average(heads)
+        info["heldout_auc_draws"] = [i["heldout_auc"] for i in infos]
+    info["draws"] = int(draws)
+    info["embed_s"] = round(embed_s, 1)
+    info["fit_s"] = round(fit_s, 1)
     info["per_bag"] = int(per_bag)
     info["clutter"] = float(clutter)
     info["cells"] = int(cells)

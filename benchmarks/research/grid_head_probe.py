@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
     p.add_argument("--hidden", type=int, default=fit.HIDDEN)
     p.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="heads averaged, each fitted on its own draw of projected threats",
+    )
+    p.add_argument(
         "--seed-offset",
         type=int,
         default=0,
@@ -80,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(b.training["config"])
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
-    scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
     per_bag = a.per_bag or cfg.tip_per_bag
-    seed = cfg.seed + a.seed_offset
-    rows = fit.collect_rows(b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells)
-    rows.standardise()
-    head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
+    heads = []
+    for k in range(a.draws):  # draw k's seed = offset k's: draws 0 and 1 ARE offsets 0 and 1
+        seed = cfg.seed + a.seed_offset + k
+        scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
+        rows = fit.collect_rows(b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells)
+        rows.standardise()
+        head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
+        heads.append(head)
+        del rows
     t1 = time.perf_counter()
 
     # The val bags, in the order evidence_terms.py saved them.
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
         for v, (key, w) in enumerate(zip(("h", "hz"), views)):
             logit = torch.zeros(len(valid))
-            logit[idx] = head.logits(engine.embed_windows(w, a.cells))[:, v]
+            inp = engine.embed_windows(w, a.cells)
+            logit[idx] = torch.stack([h.logits(inp)[:, v] for h in heads]).mean(0)
             bag[key] = tip_evidence.normalise(logit, valid).numpy()
     grid = bag_figures(bags)
     print(
@@ -122,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 "per_bag": per_bag,
                 "hidden": a.hidden,
                 "seed_offset": a.seed_offset,
-                "dim": int(rows.x[0].shape[1]),
+                "draws": a.draws,
+                "dim": heads[0].dim,
                 "tip_head": info,
                 "pooled_head": base,
                 "grid_head": grid,
@@ -150,8 +162,8 @@ def _variants(a: argparse.Namespace) -> None:
 
     real_embed = ScoringEngine.embed_windows
 
-    def embed(self, windows, cells=0):
-        base = real_embed(self, windows, cells)
+    def embed(self, windows, cells=0, cell_max=False):
+        base = real_embed(self, windows, cells, cell_max)
         body = feature_bank.encoder_body(self.generator)
         out = []
         with torch.inference_mode(), self._autocast():

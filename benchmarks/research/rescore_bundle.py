@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--tip-clutter", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
+    p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
     p.add_argument(
         "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
     )
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.tip_window_share if a.tip_window_share is None else a.tip_window_share
         ),
         tip_members=cfg.tip_members if a.tip_members is None else a.tip_members,
+        tip_draws=cfg.tip_draws if a.tip_draws is None else a.tip_draws,
         tip_clutter=cfg.tip_clutter if a.tip_clutter is None else a.tip_clutter,
         tip_cells=cfg.tip_cells if a.tip_cells is None else a.tip_cells,
         tip_cell_max=cfg.tip_cell_max if a.tip_cell_max is None else a.tip_cell_max == "on",

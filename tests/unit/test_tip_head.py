@@ -466,6 +466,49 @@ def test_an_averaged_head_is_the_mean_of_its_members_and_stores_as_one():
     assert head.w1.shape == (2, 18, 5)
 
 
+def test_average_of_heads_is_the_mean_of_their_logits():
+    heads = [TipHead.from_modules(_nets(7, seed)) for seed in range(3)]
+    avg = TipHead.average(heads)
+    q = torch.randn(11, 7)
+    torch.testing.assert_close(avg.logits(q), torch.stack([h.logits(q) for h in heads]).mean(0))
+    assert avg.w1.shape == (2, 18, 7)
+    with pytest.raises(ConfigError, match="same views and input width"):
+        TipHead.average([heads[0], TipHead.from_modules(_nets(8))])
+    with pytest.raises(ConfigError):
+        TipHead.average([])
+
+
+def test_draws_average_heads_fitted_on_their_own_projections(tmp_path, monkeypatch):
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(6)]
+    cpu = torch.device("cpu")
+    seeds = []
+    real = fit.collect_rows
+
+    def spy(bundle, scans_k, device, per_bag, seed, **kw):
+        seeds.append(seed)
+        return real(bundle, scans_k, device, per_bag, seed, **kw)
+
+    monkeypatch.setattr(fit, "collect_rows", spy)
+    one, _ = fit.fit_tip_head(b, iter(scans), cpu, per_bag=2, seed=4)
+    other, _ = fit.fit_tip_head(b, iter(scans), cpu, per_bag=2, seed=5)
+    # A one-shot iterator is kept for the second draw; draw k is seed + k's own head.
+    three, info = fit.fit_tip_head(b, iter(scans), cpu, per_bag=2, seed=4, draws=2)
+    assert seeds == [4, 5, 4, 5]
+    assert info["draws"] == 2 and len(info["heldout_auc_draws"]) == 2
+    torch.testing.assert_close(three.w1, torch.cat([one.w1, other.w1], dim=1))
+    q = torch.randn(5, one.dim)
+    torch.testing.assert_close(three.logits(q), (one.logits(q) + other.logits(q)) / 2)
+    # A reader function is called once a draw.
+    calls = []
+    fit.fit_tip_head(b, lambda: calls.append(1) or scans, cpu, per_bag=2, seed=4, draws=2)
+    assert len(calls) == 2
+    with pytest.raises(ConfigError, match="tip_draws"):
+        TrainConfig.xray(tip_draws=0)
+
+
 def test_fit_heads_average_members_fitted_on_sub_samples_of_bags():
     rows = _rows(n_bags=10)
     rows.sampled = None

@@ -109,6 +109,25 @@ class TipHead:
                 b2=torch.stack([ls[1].bias.detach().float().cpu()[0] for ls in lin]),
             )
 
+    @classmethod
+    def average(cls, heads: list[TipHead]) -> TipHead:
+        """One head whose logit is the mean of ``heads``' logits, per view: their hidden
+        units side by side, the output weights divided by their number (stored in the
+        same format, at the cost of a wider hidden layer).
+
+        Raises:
+            ConfigError: for no heads, or heads of other views or input widths.
+        """
+        if not heads or any((h.views, h.dim) != (heads[0].views, heads[0].dim) for h in heads):
+            raise ConfigError("only heads of the same views and input width can be averaged")
+        n = len(heads)
+        return cls(
+            w1=torch.cat([h.w1 for h in heads], dim=1),
+            b1=torch.cat([h.b1 for h in heads], dim=1),
+            w2=torch.cat([h.w2 for h in heads], dim=1) / n,
+            b2=torch.stack([h.b2 for h in heads]).mean(dim=0),
+        )
+
     def to(self, device: torch.device | str) -> TipHead:
         """A float32 copy on ``device``."""
         return TipHead(*(getattr(self, n).to(device, torch.float32) for n in _NAMES))
