@@ -37,7 +37,8 @@ KEEP_CHOICES = ("final", "best_val")
 # window's density z-score within the scan (``density_weight``; GANomaly's evidence stays
 # the larger part) and the z-score of a head that reads the memory's embedding and the
 # encoder map on a 4 x 4 grid of the window (``tip_cells``), trained on simulated threats
-# projected into the normal training bags (``tip_weight``; no real threat is used), and averaged over a 128 px spatial context that keeps a quarter of
+# projected into the normal training bags (``tip_weight``; no real threat is used; three
+# heads on three draws of them, averaged: ``tip_draws``), and averaged over a 128 px spatial context that keeps a quarter of
 # each window's own score (small threats are not averaged away). The generator trains on
 # windows rendered as other scanners might (``jitter_gamma``, ``jitter_hue``: density and
 # palette). The dataclass defaults stay the paper's configuration (the MNIST Table 1
@@ -63,6 +64,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "density_weight": 0.5,
     "tip_weight": 1.0,
     "tip_cells": 4,
+    "tip_draws": 3,
     "bank_gammas": [0.8, 1.25],
     "jitter_gamma": 1.25,
     "jitter_hue": 20.0,

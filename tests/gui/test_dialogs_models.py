@@ -48,6 +48,8 @@ def test_model_card_says_how_the_score_is_made(tiny_bundle):
     assert "grid of the encoder map" not in model_card_html(tiny_bundle)
     tiny_bundle.score.params = {**tiny_bundle.score.params, "tip_cells": 4}
     assert "reads a 4 x 4 grid of the encoder map too)" in model_card_html(tiny_bundle)
+    tiny_bundle.score.params = {**tiny_bundle.score.params, "tip_cell_max": True}
+    assert "grid of the encoder map too (cell means and maxima))" in model_card_html(tiny_bundle)
 
 
 def test_model_menu_has_load_card_and_registered_models(window):

@@ -541,6 +541,8 @@ def test_every_negative_keeps_the_projections_and_the_sample(tmp_path, monkeypat
 
 def test_config_refuses_a_head_it_cannot_score():
     assert TrainConfig.xray().tip_weight == 1.0  # the X-ray default (issue 7, ninth session)
+    assert TrainConfig.xray().tip_cells == 4  # tenth session
+    assert TrainConfig.xray().tip_draws == 3  # eleventh session
     # The default head is dropped for a score it cannot join; asked for, it is refused.
     assert TrainConfig.xray(score_kind="latent").tip_weight == 0.0
     with pytest.raises(ConfigError, match="feature-memory score kind"):
