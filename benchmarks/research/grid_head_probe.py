@@ -167,11 +167,7 @@ def _variants(a: argparse.Namespace) -> None:
         body = feature_bank.encoder_body(self.generator)
         out = []
         with torch.inference_mode(), self._autocast():
-            for i in range(0, int(windows.shape[0]), self.batch):
-                xb = windows[i : i + self.batch].to(self.device, torch.float32)
-                xb = xb.contiguous(memory_format=torch.channels_last)
-                if self._cast_dtype is not None:
-                    xb = xb.to(self._cast_dtype)
+            for xb in self.model_batches(windows):
                 parts = []
                 for level, c, *how in extra:
                     fmap = feature_bank.encoder_map(body, xb, int(level)).float()

@@ -591,17 +591,21 @@ class ScoringEngine:
         body = feature_bank.encoder_body(self.generator)
         out = []
         with torch.inference_mode(), self._autocast():
-            for i in range(0, int(windows.shape[0]), self.batch):
-                xb = windows[i : i + self.batch].to(self.device, torch.float32)
-                xb = xb.contiguous(memory_format=torch.channels_last)
-                if self._cast_dtype is not None:
-                    xb = xb.to(self._cast_dtype)
+            for xb in self.model_batches(windows):
                 fmap = feature_bank.encoder_map(body, xb, self._bank.level)
                 emb = self._bank.embed(fmap.float())
                 out.append(tip_head.head_input(emb, fmap, cells, cell_max))
         self._tap.clear()  # the tap hook may have fired on the shared body
         dim = tip_head.input_dim(int(self._bank.mean.shape[0]), cells, cell_max)
         return torch.cat(out) if out else torch.zeros(0, dim, device=self.device)
+
+    def model_batches(self, windows: torch.Tensor) -> Iterator[torch.Tensor]:
+        """``windows`` in batches of :attr:`batch`, as the engine's generator takes them:
+        on its device, channels-last, in its precision (call inside ``inference_mode``)."""
+        for i in range(0, int(windows.shape[0]), self.batch):
+            xb = windows[i : i + self.batch].to(self.device, torch.float32)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb if self._cast_dtype is None else xb.to(self._cast_dtype)
 
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw scores -> calibrated units (identity without calibration)."""
