@@ -142,6 +142,12 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _on_off,
         "on / off: that head also reads each grid cell's maximum",
     ),
+    "tip_conv": (
+        "tip_conv",
+        int,
+        "that head is a small convolution over the encoder map max-pooled to this many "
+        "positions a side (0 = the MLP head, the default; needs --tip-cells 0)",
+    ),
     "tip_clutter": (
         "tip_clutter",
         float,

@@ -14,6 +14,7 @@ from xrayscreen.inference.density import MAX_WEIGHT as DENSITY_MAX_WEIGHT
 from xrayscreen.inference.scan_norm import METHODS as SCAN_NORMS
 from xrayscreen.inference.score_kinds import MEMORY_PLUS
 from xrayscreen.inference.tip_evidence import MAX_CELLS as TIP_MAX_CELLS
+from xrayscreen.inference.tip_evidence import MAX_CONV as TIP_MAX_CONV
 from xrayscreen.inference.tip_evidence import MAX_WEIGHT as TIP_MAX_WEIGHT
 from xrayscreen.inference.zoom import MAX_ZOOM
 from xrayscreen.inference.zoom import MIXES as ZOOM_MIXES
@@ -181,6 +182,10 @@ class TrainConfig:
             embedding alone.
         tip_cell_max: The head also reads each grid cell's maximum (a cell's average
             dilutes a blade a few pixels wide); needs ``tip_cells`` > 0.
+        tip_conv: The head is a small convolution run over the encoder map max-pooled to
+            this many positions a side, its window logit the log-sum-exp over them
+            (``xrayscreen.model.tip_head.ConvTipHead``; twelfth session); 0 = the MLP
+            head. Excludes ``tip_cells``, ``tip_members`` and mining.
         tip_draws: Heads averaged, each fitted on its own draw of projected threats
             (one fit's luck moves the bag-level figures; eleventh session); 1 = one head.
         tip_members: Nets averaged into the head per view, each fitted on its own
@@ -263,6 +268,7 @@ class TrainConfig:
     tip_clutter: float = 0.0
     tip_cells: int = 0
     tip_cell_max: bool = False
+    tip_conv: int = 0
     tip_draws: int = 1
     dfeat_weight: float = 0.0
     bank_level: int = 2
@@ -389,6 +395,17 @@ class TrainConfig:
             raise ConfigError(f"tip_cell_max must be true or false, got {self.tip_cell_max!r}")
         if self.tip_cell_max and int(self.tip_cells) == 0:
             raise ConfigError("tip_cell_max needs a grid (tip_cells > 0)")
+        if not 0 <= int(self.tip_conv) <= TIP_MAX_CONV:
+            raise ConfigError(
+                f"tip_conv must be 0-{TIP_MAX_CONV} positions a side, got {self.tip_conv}"
+            )
+        if int(self.tip_conv) and (
+            int(self.tip_cells) or int(self.tip_members) > 1 or int(self.tip_hard_per_bag)
+        ):
+            raise ConfigError(
+                "tip_conv (a convolutional head) excludes tip_cells, tip_members and "
+                "tip_hard_per_bag: set tip_cells 0 with it"
+            )
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_draws) <= 8:

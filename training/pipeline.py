@@ -529,6 +529,7 @@ def _fit_tip(
             clutter=cfg.tip_clutter,
             cells=cfg.tip_cells,
             cell_max=cfg.tip_cell_max,
+            conv=cfg.tip_conv,
             draws=cfg.tip_draws,
         )
     except ConfigError as exc:
@@ -542,6 +543,8 @@ def _fit_tip(
         tip["tip_cells"] = int(cfg.tip_cells)
         if cfg.tip_cell_max:
             tip["tip_cell_max"] = True
+    if cfg.tip_conv:
+        tip["tip_conv"] = int(cfg.tip_conv)
     bundle.score.params = {**bundle.score.params, **tip}
     bundle.training["tip_head"] = info
     return []
@@ -555,5 +558,6 @@ def _drop_tip(bundle: ModelBundle) -> None:
     params.pop("tip_window_share", None)
     params.pop("tip_cells", None)
     params.pop("tip_cell_max", None)
+    params.pop("tip_conv", None)
     bundle.score.params = params
     bundle.training.pop("tip_head", None)

@@ -47,7 +47,7 @@ from xrayscreen.inference.windows import (
     pad_with_air,
 )
 from xrayscreen.model.bundle import ModelBundle
-from xrayscreen.model.tip_head import VIEWS, TipHead
+from xrayscreen.model.tip_head import VIEWS, ConvTipHead, TipHead
 
 #: Range of the factor the bag's pixel pitch is multiplied by for a projected threat
 #: (uniform): 1 = the simulator's physical size, 2 = half as large.
@@ -64,6 +64,15 @@ NEGATIVES_PER_BAG = 300
 TAIL_FPR = 0.001
 HIDDEN = 64
 EPOCHS = 30
+#: The convolutional head (``conv`` > 0): hidden channels, kernel side and epochs (fewer
+#: than the MLP's: every row is a map of positions, each one a training signal).
+CONV_HIDDEN = 16
+CONV_KERNEL = 3
+CONV_EPOCHS = 6
+#: Threat-free windows drawn per projected bag for a convolutional head: each is a map
+#: of positions, every one a negative, so fewer windows carry as many negatives (and the
+#: fit, ~2.5x dearer per row than the MLP's, stays near its cost).
+CONV_NEGATIVES_PER_BAG = 100
 #: Share of the bags each member of an averaged head is fitted on.
 MEMBER_BAGS = 0.8
 #: Share of projected bags held out to report the heads' own separation.
@@ -87,11 +96,19 @@ class TipRows:
     scale: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def standardise(self) -> None:
-        """Standardise every view's columns in place (a grid input mixes the memory's
-        standardised embedding with raw activations); :func:`fit_heads` folds it back."""
-        self.scale = [(x.mean(0), x.std(0).clamp_min(1e-6)) for x in self.x]
-        for x, (m, sd) in zip(self.x, self.scale):
-            x.sub_(m).div_(sd)  # in place: the rows of a 180-bag run are ~0.5 GB a view
+        """Standardise every view's columns (a map's channels) in place (a grid input
+        mixes the memory's standardised embedding with raw activations);
+        :func:`fit_heads` folds it back."""
+        self.scale = []
+        for x in self.x:
+            if x.ndim == 4:  # (N, C, h, w) maps: per channel, over rows and positions
+                m = x.float().mean(dim=(0, 2, 3))
+                sd = x.float().std(dim=(0, 2, 3)).clamp_min(1e-6)
+                x.sub_(m[:, None, None].to(x.dtype)).div_(sd[:, None, None].to(x.dtype))
+            else:
+                m, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+                x.sub_(m).div_(sd)  # in place: the rows of a 180-bag run are ~0.5 GB a view
+            self.scale.append((m, sd))
 
 
 def project_bag(
@@ -145,6 +162,7 @@ def _window_rows(
     every_negative: bool = False,
     cells: int = 0,
     cell_max: bool = False,
+    conv: int = 0,
 ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
     """Embeddings (one tensor per view) of a projected scan's positive windows and a
     sample of its threat-free ones (all of them with ``every_negative``, the sample
@@ -168,7 +186,8 @@ def _window_rows(
     label, _ = label_boxes(grid, scaled, ("threat",))
     pos = (label == ANOMALOUS) & ~belt
     free = np.nonzero((label == NORMAL) & ~belt)[0]
-    neg = np.sort(rng.choice(free, min(NEGATIVES_PER_BAG, len(free)), replace=False))
+    n_neg = CONV_NEGATIVES_PER_BAG if conv > 0 else NEGATIVES_PER_BAG
+    neg = np.sort(rng.choice(free, min(n_neg, len(free)), replace=False))
     rest = np.setdiff1d(free, neg) if every_negative else np.zeros(0, dtype=neg.dtype)
     idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], neg, rest]))
     n_pos = int(pos.sum())
@@ -176,10 +195,16 @@ def _window_rows(
     sampled = np.arange(len(labels)) < n_pos + len(neg)
     if not len(idx):
         return [], labels, sampled
-    rows = [engine.embed_windows(gather_windows(padded, grid, idx), cells, cell_max).cpu()]
+    # A convolutional head's rows are maps (~16 KB a window in float32): kept in float16.
+    keep = torch.float16 if conv > 0 else torch.float32
+    rows = [
+        engine.embed_windows(gather_windows(padded, grid, idx), cells, cell_max, conv)
+        .cpu()
+        .to(keep)
+    ]
     if zoom.enabled(bundle.score):
         zv = zoom.ZoomedView(work, grid, zoom.factor_of(bundle.score), spec.representation, air)
-        rows.append(engine.embed_windows(zv.windows(idx), cells, cell_max).cpu())
+        rows.append(engine.embed_windows(zv.windows(idx), cells, cell_max, conv).cpu().to(keep))
     else:  # no zoomed view: its column is never read; fit it on the same rows
         rows.append(rows[0])
     return rows, labels, sampled
@@ -195,6 +220,7 @@ def collect_rows(
     clutter: float = 0.0,
     cells: int = 0,
     cell_max: bool = False,
+    conv: int = 0,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
@@ -213,7 +239,7 @@ def collect_rows(
     for scan in scans:
         tip, boxes = project_bag(scan, rng, per_bag, clutter=clutter)
         rows, labels, sampled = _window_rows(
-            engine, tip, boxes, rng, every_negative, cells, cell_max
+            engine, tip, boxes, rng, every_negative, cells, cell_max, conv
         )
         n_threats += len(boxes)
         if not rows:
@@ -264,6 +290,68 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
     return net.eval()
 
 
+class ConvNet(nn.Module):
+    """A convolutional head while it trains: ``body`` maps a standardised pooled encoder
+    map to per-position logits, :meth:`forward` pools them to one window logit ``(N, 1)``
+    exactly as :meth:`xrayscreen.model.tip_head.ConvTipHead.logits` does."""
+
+    def __init__(self, channels: int, hidden: int = CONV_HIDDEN, kernel: int = CONV_KERNEL):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.body(x.float()).flatten(1)
+        return (torch.logsumexp(pos.float(), dim=1) - math.log(pos.shape[1]))[:, None]
+
+
+def train_head(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
+    """One view's head on its rows: an MLP (:func:`train_mlp`) on flat rows, a
+    :class:`ConvNet` on maps (``(N, C, h, w)``; same loss and optimiser,
+    :data:`CONV_EPOCHS` epochs, bf16 autocast where the CPU has bf16 units)."""
+    if x.ndim == 2:
+        return train_mlp(x, y, seed)
+    from xrayscreen.inference.engine import cpu_has_bf16
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = ConvNet(int(x.shape[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
+    p = float(y.mean())
+    lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
+    yf = y.float()
+    fast = x.device.type == "cpu" and cpu_has_bf16()
+    with torch.enable_grad():
+        for _ in range(CONV_EPOCHS):
+            perm = torch.randperm(len(x), generator=gen)
+            for b in range(0, len(x), 512):
+                i = perm[b : b + 512]
+                opt.zero_grad()
+                with torch.autocast("cpu", torch.bfloat16, enabled=fast):
+                    out = net(x[i].float()).squeeze(1)
+                lossf(out.float(), yf[i]).backward()
+                opt.step()
+    return net.eval()
+
+
+def fold_conv_standardisation(net: ConvNet, mean: torch.Tensor, std: torch.Tensor) -> nn.Sequential:
+    """``net`` fitted on maps standardised per channel as an equal ``Conv2d -> ReLU ->
+    Conv2d`` on the raw map (exact: the convolution has no padding)."""
+    conv1, conv2 = (m for m in net.body if isinstance(m, nn.Conv2d))
+    first = nn.Conv2d(conv1.in_channels, conv1.out_channels, conv1.kernel_size)
+    last = nn.Conv2d(conv2.in_channels, 1, 1)
+    with torch.no_grad():
+        w = conv1.weight / std[None, :, None, None]
+        first.weight.copy_(w)
+        first.bias.copy_(conv1.bias - (w * mean[None, :, None, None]).sum(dim=(1, 2, 3)))
+        last.load_state_dict(conv2.state_dict())
+    return nn.Sequential(first, nn.ReLU(), last).eval()
+
+
 def fold_standardisation(
     net: nn.Sequential, mean: torch.Tensor, std: torch.Tensor
 ) -> nn.Sequential:
@@ -302,7 +390,7 @@ def _train_members(
     (sub-bagging: one fit's idiosyncratic benign outliers average away, a response every
     member shares stays)."""
     if members <= 1:
-        return train_mlp(rows.x[v][use], rows.y[use], seed)
+        return train_head(rows.x[v][use], rows.y[use], seed)
     bags = torch.unique(rows.bag[use])
     gen = torch.Generator().manual_seed(seed)
     keep_n = max(1, round(MEMBER_BAGS * len(bags)))
@@ -389,8 +477,12 @@ def fit_heads(
         _fit_view(rows, v, torch.ones_like(train), seed + v, hard_per_bag, members)
         for v in range(len(VIEWS))
     ]
+    conv = rows.x[0].ndim == 4
     if rows.scale is not None:  # the heads read the raw input
-        fits = [(fold_standardisation(net, *rows.scale[v]), n) for v, (net, n) in enumerate(fits)]
+        fold = fold_conv_standardisation if conv else fold_standardisation
+        fits = [(fold(net, *rows.scale[v]), n) for v, (net, n) in enumerate(fits)]
+    elif conv:
+        fits = [(net.body, n) for net, n in fits]
     y_first = rows.y if rows.sampled is None else rows.y[rows.sampled]
     info = {
         "projected_bags": rows.n_bags,
@@ -406,7 +498,8 @@ def fit_heads(
     }
     if tails:
         info["heldout_tail_tpr"] = dict(zip(VIEWS, tails))
-    return TipHead.from_modules([net for net, _ in fits]), info
+    kind = ConvTipHead if conv else TipHead
+    return kind.from_modules([net for net, _ in fits]), info
 
 
 def fit_tip_head(
@@ -422,7 +515,8 @@ def fit_tip_head(
     cells: int = 0,
     cell_max: bool = False,
     draws: int = 1,
-) -> tuple[TipHead, dict[str, Any]]:
+    conv: int = 0,
+) -> tuple[TipHead | ConvTipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
     The bundle must already have its feature memory (the head reads its embeddings).
@@ -447,6 +541,9 @@ def fit_tip_head(
         draws: Heads averaged, each fitted on its own draw of projected threats (seeds
             ``seed``, ``seed + 1``, ...; 1 = one head). One fit's luck moves the bag-level
             figures a lot (issue 7, eleventh session); ``scans`` is then read ``draws`` times.
+        conv: A convolutional head (:class:`~xrayscreen.model.tip_head.ConvTipHead`) on
+            the encoder map max-pooled to ``conv`` x ``conv`` positions instead of the MLP
+            (0 = the MLP; exclusive with ``cells``, ``members`` and mining).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -458,6 +555,10 @@ def fit_tip_head(
         raise ConfigError("the projected-threat head reads the feature memory; fit it first")
     if draws < 1:
         raise ConfigError(f"draws must be at least 1, got {draws}")
+    if conv > 0 and (cells > 0 or members > 1 or hard_per_bag > 0):
+        raise ConfigError(
+            "a convolutional head reads no grid and is fitted as one net, without mining"
+        )
     if callable(scans):  # read again from disk for every draw
         read = scans
     else:
@@ -477,8 +578,9 @@ def fit_tip_head(
             clutter=clutter,
             cells=cells,
             cell_max=cell_max,
+            conv=conv,
         )
-        if cells > 0:
+        if cells > 0 or conv > 0:
             rows.standardise()
         t1 = time.perf_counter()
         head, info = fit_heads(rows, seed + k, hard_per_bag, members)
@@ -489,7 +591,7 @@ def fit_tip_head(
         fit_s += time.perf_counter() - t1
     info = infos[0]
     if draws > 1:
-        head = TipHead.average(heads)
+        head = type(heads[0]).average(heads)
         info["heldout_auc_draws"] = [i["heldout_auc"] for i in infos]
     info["draws"] = int(draws)
     info["embed_s"] = round(embed_s, 1)
@@ -498,4 +600,9 @@ def fit_tip_head(
     info["clutter"] = float(clutter)
     info["cells"] = int(cells)
     info["cell_max"] = bool(cell_max)
+    if conv:
+        info["conv"] = int(conv)
+        info["conv_hidden"] = CONV_HIDDEN
+        info["conv_kernel"] = CONV_KERNEL
+        info["conv_epochs"] = CONV_EPOCHS
     return head, info

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tip-cell-max", choices=("on", "off"), default=None, help="default: the bundle's"
     )
+    p.add_argument("--tip-conv", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-clutter", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         tip_clutter=cfg.tip_clutter if a.tip_clutter is None else a.tip_clutter,
         tip_cells=cfg.tip_cells if a.tip_cells is None else a.tip_cells,
         tip_cell_max=cfg.tip_cell_max if a.tip_cell_max is None else a.tip_cell_max == "on",
+        tip_conv=cfg.tip_conv if a.tip_conv is None else a.tip_conv,
         bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
         bank_hues=cfg.bank_hues if a.bank_hues is None else a.bank_hues,
     )

@@ -50,6 +50,11 @@ def test_model_card_says_how_the_score_is_made(tiny_bundle):
     assert "reads a 4 x 4 grid of the encoder map too)" in model_card_html(tiny_bundle)
     tiny_bundle.score.params = {**tiny_bundle.score.params, "tip_cell_max": True}
     assert "grid of the encoder map too (cell means and maxima))" in model_card_html(tiny_bundle)
+    params = {k: v for k, v in tiny_bundle.score.params.items() if not k.startswith("tip_cell")}
+    tiny_bundle.score.params = {**params, "tip_conv": 8}
+    assert "a small convolution over the encoder map at 8 x 8 positions)" in model_card_html(
+        tiny_bundle
+    )
 
 
 def test_model_menu_has_load_card_and_registered_models(window):

@@ -256,7 +256,7 @@ def test_scorers_add_window_density_as_the_engine_does(tmp_path, folder, with_zo
     assert not np.allclose(plain["latent"].window[fg], ref.window_scores[fg], atol=1e-3)
 
 
-@pytest.mark.parametrize("cells", [0, 2, (2, "max")])
+@pytest.mark.parametrize("cells", [0, 2, (2, "max"), ("conv", 4)])
 @pytest.mark.parametrize("with_zoom", [False, True])
 def test_scorers_add_the_projected_threat_head_as_the_engine_does(
     tmp_path, folder, with_zoom, cells
@@ -267,7 +267,7 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(
 
     from xrayscreen.model.bundle import ScoreSpec
     from xrayscreen.model.feature_bank import FeatureBank, encoder_map, pool
-    from xrayscreen.model.tip_head import TipHead, input_dim
+    from xrayscreen.model.tip_head import ConvTipHead, TipHead, input_dim
 
     normal, threat, labels = folder
     ds = prepare_dataset(
@@ -278,11 +278,21 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(
         x = torch.rand(200, 3, 64, 64) * 2 - 1
         bank = FeatureBank.fit(pool(encoder_map(bundle.generator.encoder1.body, x, 2)), level=2)
     torch.manual_seed(1)
-    cells, cell_max = cells if isinstance(cells, tuple) else (cells, None)
-    dim = input_dim(bank.memory.shape[1], cells, bool(cell_max))  # it reads the map too
-    nets = [nn.Sequential(nn.Linear(dim, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
-    bundle.feature_bank, bundle.tip_head = bank, TipHead.from_modules(nets)
+    conv = cells[1] if isinstance(cells, tuple) and cells[0] == "conv" else 0
+    cells, cell_max = (
+        cells if isinstance(cells, tuple) and not conv else (0 if conv else cells, None)
+    )
     params = {"scan_norm": "robust_z", "density_weight": 0.5, "tip_weight": 1.0, **bank.params()}
+    if conv:  # a convolutional head on the max-pooled encoder map
+        ch = bank.memory.shape[1] // 2
+        nets = [nn.Sequential(nn.Conv2d(ch, 6, 3), nn.ReLU(), nn.Conv2d(6, 1, 1)) for _ in range(2)]
+        head = ConvTipHead.from_modules(nets)
+        params["tip_conv"] = conv
+    else:
+        dim = input_dim(bank.memory.shape[1], cells, bool(cell_max))  # it reads the map too
+        nets = [nn.Sequential(nn.Linear(dim, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
+        head = TipHead.from_modules(nets)
+    bundle.feature_bank, bundle.tip_head = bank, head
     if cells:
         params["tip_cells"] = cells
     if cell_max:

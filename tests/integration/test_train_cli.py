@@ -442,3 +442,20 @@ def test_cli_tip_cell_max_flag():
         cfg("--tip-cell-max", "maybe")
     with pytest.raises(ConfigError, match="needs a grid"):
         cfg("--tip-cells", "0", "--tip-cell-max", "on")
+
+
+def test_cli_tip_conv_flag():
+    import argparse
+
+    from xrayscreen.training.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def cfg(*extra):
+        return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
+
+    assert cfg().tip_conv == 0
+    assert cfg("--tip-cells", "0", "--tip-conv", "8").tip_conv == 8
+    with pytest.raises(ConfigError, match="excludes tip_cells"):
+        cfg("--tip-conv", "8")  # the X-ray default grid must be switched off with it

@@ -192,6 +192,7 @@ class ModelScorer:
             self._head = bundle.tip_head.to(self.device)
         self._head_cells = tip_evidence.cells_of(bundle.score)
         self._head_cell_max = tip_evidence.cell_max_of(bundle.score)
+        self._head_conv = tip_evidence.conv_of(bundle.score)
         self._autocast = self.device.type == "cuda" or (
             self.device.type == "cpu" and cpu_has_bf16()
         )
@@ -220,7 +221,9 @@ class ModelScorer:
         emb = self._bank.embed(fmap)
         ctx: dict[str, Any] = {"embedding": emb, "bank": self._bank}
         if self._head is not None:  # what the engine's head reads (a grid of fmap too)
-            ctx["head_input"] = head_input(emb, fmap, self._head_cells, self._head_cell_max)
+            ctx["head_input"] = head_input(
+                emb, fmap, self._head_cells, self._head_cell_max, self._head_conv
+            )
         return ctx
 
     def _forward(

@@ -91,6 +91,8 @@ def _score_steps(params: dict[str, Any]) -> str:
         cells = tip_evidence.cells_of(spec)
         how = " (cell means and maxima)" if tip_evidence.cell_max_of(spec) else ""
         reads = f"; reads a {cells} x {cells} grid of the encoder map too{how}" if cells else ""
+        if conv := tip_evidence.conv_of(spec):
+            reads = f"; a small convolution over the encoder map at {conv} x {conv} positions"
         steps.append(
             f"plus {tip_evidence.weight_of(spec):g} x the projected-threat head "
             f"(within the scan; trained on simulated threats in the normal training bags{reads})"

@@ -353,6 +353,7 @@ class ScoringEngine:
         self._head = None
         self._head_cells = 0
         self._head_cell_max = False
+        self._head_conv = 0
         if tip_evidence.enabled(bundle.score):
             if bundle.tip_head is None or self._bank is None:
                 raise ConfigError(
@@ -362,6 +363,7 @@ class ScoringEngine:
             self._head = bundle.tip_head.to(self.device)
             self._head_cells = tip_evidence.cells_of(bundle.score)
             self._head_cell_max = tip_evidence.cell_max_of(bundle.score)
+            self._head_conv = tip_evidence.conv_of(bundle.score)
         self._dfeat: nn.Module | None = None
         if score_kinds.needs_discriminator(bundle.score):
             self._setup_discriminator()
@@ -421,7 +423,7 @@ class ScoringEngine:
         ctx: dict[str, Any] = {"embedding": emb, "bank": self._bank}
         if self._head is not None:
             ctx["head_input"] = tip_head.head_input(
-                emb, fmap, self._head_cells, self._head_cell_max
+                emb, fmap, self._head_cells, self._head_cell_max, self._head_conv
             )
         return ctx
 
@@ -568,7 +570,7 @@ class ScoringEngine:
         return WindowOutputs(scores, res, head)
 
     def embed_windows(
-        self, windows: torch.Tensor, cells: int = 0, cell_max: bool = False
+        self, windows: torch.Tensor, cells: int = 0, cell_max: bool = False, conv: int = 0
     ) -> torch.Tensor:
         """The feature memory's standardised embedding of each window (what the k-NN
         compares), from G_E's first layers only; with ``cells`` > 0 what a head reading
@@ -578,10 +580,13 @@ class ScoringEngine:
             windows: ``(N, C, w, w)`` model input in [-1, 1], on any device.
             cells: Grid side of the head's input (0: the embedding alone).
             cell_max: The grid's cell maxima too.
+            conv: Side of the max-pooled encoder map a convolutional head reads (0: an
+                MLP head's input).
 
         Returns:
             ``(N, D)`` float32 on the engine's device (``D`` per
-            :func:`~xrayscreen.model.tip_head.input_dim`).
+            :func:`~xrayscreen.model.tip_head.input_dim`); with ``conv``, ``(N, C, conv,
+            conv)``.
 
         Raises:
             ConfigError: when the bundle's score has no feature memory.
@@ -594,10 +599,14 @@ class ScoringEngine:
             for xb in self.model_batches(windows):
                 fmap = feature_bank.encoder_map(body, xb, self._bank.level)
                 emb = self._bank.embed(fmap.float())
-                out.append(tip_head.head_input(emb, fmap, cells, cell_max))
+                out.append(tip_head.head_input(emb, fmap, cells, cell_max, conv))
         self._tap.clear()  # the tap hook may have fired on the shared body
-        dim = tip_head.input_dim(int(self._bank.mean.shape[0]), cells, cell_max)
-        return torch.cat(out) if out else torch.zeros(0, dim, device=self.device)
+        if out:
+            return torch.cat(out)
+        width = int(self._bank.mean.shape[0])
+        if conv > 0:
+            return torch.zeros(0, width // 2, conv, conv, device=self.device)
+        return torch.zeros(0, tip_head.input_dim(width, cells, cell_max), device=self.device)
 
     def model_batches(self, windows: torch.Tensor) -> Iterator[torch.Tensor]:
         """``windows`` in batches of :attr:`batch`, as the engine's generator takes them:

@@ -35,6 +35,10 @@ CELLS_KEY = "tip_cells"
 MAX_CELLS = 8
 #: Whether the head also reads each grid cell's maximum (unset = False).
 CELL_MAX_KEY = "tip_cell_max"
+#: Side of the max-pooled encoder map a convolutional head reads
+#: (:class:`xrayscreen.model.tip_head.ConvTipHead`); 0 (unset) = an MLP head.
+CONV_KEY = "tip_conv"
+MAX_CONV = 16
 MAX_WEIGHT = 10.0
 #: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
 #: turn a slightly higher logit into an alarm (the same floor the density term uses).
@@ -87,6 +91,22 @@ def cell_max_of(spec: Any) -> bool:
     if value and cells_of(spec) == 0:
         raise ConfigError(f"{CELL_MAX_KEY} needs a grid ({CELLS_KEY} > 0)")
     return value
+
+
+def conv_of(spec: Any) -> int:
+    """The side of the pooled encoder map a convolutional head reads (0 when unset: the
+    head is an MLP on the embedding and the grid).
+
+    Raises:
+        ConfigError: for a non-integer side, one outside [0, :data:`MAX_CONV`], or one
+            set together with a grid (the two heads read different inputs).
+    """
+    conv = params.number(spec, CONV_KEY, 0, "a whole number of positions")
+    if not (0 <= conv <= MAX_CONV and float(conv).is_integer()):
+        raise ConfigError(f"{CONV_KEY} must be a whole number in [0, {MAX_CONV}], got {conv!r}")
+    if conv and cells_of(spec):
+        raise ConfigError(f"{CONV_KEY} and {CELLS_KEY} are two kinds of head; set one")
+    return int(conv)
 
 
 def enabled(spec: Any) -> bool:

@@ -41,7 +41,7 @@ from xrayscreen.model.ganomaly import (
     build_discriminator,
 )
 from xrayscreen.model.score import dfeat_weight_of
-from xrayscreen.model.tip_head import TipHead
+from xrayscreen.model.tip_head import ConvTipHead, TipHead
 from xrayscreen.model.tip_head import input_dim as tip_input_dim
 from xrayscreen.model.variants import build_generator  # paper G, or the variant in extras
 
@@ -134,8 +134,9 @@ class ModelBundle:
         feature_bank: Memory of normal-window encoder embeddings, for score kind
             ``feature_knn`` (:mod:`xrayscreen.model.feature_bank`); else ``None``.
         tip_head: Window head trained on projected threats, read on the feature memory's
-            embeddings when the score has a ``tip_weight``
-            (:mod:`xrayscreen.model.tip_head`); else ``None``.
+            embeddings (an MLP) or on the encoder map (a convolution, with ``tip_conv``)
+            when the score has a ``tip_weight`` (:mod:`xrayscreen.model.tip_head`); else
+            ``None``.
         model_id: Unique id; stamped into every decision made with this model.
         created: ISO-8601 UTC creation time.
     """
@@ -149,7 +150,7 @@ class ModelBundle:
     training: dict[str, Any] = field(default_factory=dict)
     discriminator: Discriminator | None = None
     feature_bank: FeatureBank | None = None
-    tip_head: TipHead | None = None
+    tip_head: TipHead | ConvTipHead | None = None
     model_id: str = field(default_factory=lambda: new_model_id())
     created: str = field(default_factory=lambda: _now())
     path: Path | None = None
@@ -411,6 +412,7 @@ def _assemble(
         tip_evidence.window_share_of(score)  # refused when loading, not when scoring
         cells = tip_evidence.cells_of(score)
         cell_max = tip_evidence.cell_max_of(score)
+        conv = tip_evidence.conv_of(score)
     except ConfigError as exc:
         raise BundleError(f"{META}: {exc}") from None
     if wants_head and bank is None:
@@ -418,14 +420,19 @@ def _assemble(
             "the model's score adds a projected-threat head, which reads the feature "
             "memory, but the score kind has none"
         )
-    if wants_head or TipHead.present(tensors):
-        if not TipHead.present(tensors):
+    kind = ConvTipHead if conv else TipHead
+    if wants_head or TipHead.present(tensors) or ConvTipHead.present(tensors):
+        if not kind.present(tensors):
             raise BundleError(
-                "the model's score adds a projected-threat head, but the file has no head weights"
+                "the model's score adds a projected-threat head, but the file has no "
+                f"{'convolutional ' if conv else ''}head weights"
             )
         try:
-            dim = tip_input_dim(bank.memory.shape[1], cells, cell_max) if bank else -1
-            head = TipHead.from_tensors(tensors, dim)
+            width = bank.memory.shape[1] if bank else -2
+            if conv:
+                head = ConvTipHead.from_tensors(tensors, width // 2, conv)
+            else:
+                head = TipHead.from_tensors(tensors, tip_input_dim(width, cells, cell_max))
         except ConfigError as exc:
             raise BundleError(f"projected-threat head: {exc}") from None
     return ModelBundle(

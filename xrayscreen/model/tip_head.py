@@ -18,6 +18,7 @@ of the bundle's feature memory).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,8 @@ from torch import nn
 from xrayscreen.errors import ConfigError
 
 PREFIX = "tiphead."
+#: Tensor-name prefix of the convolutional head (:class:`ConvTipHead`).
+CONV_PREFIX = "tipconv."
 #: Views a head is fitted for, in column order: the working scale, then the zoomed-out one.
 VIEWS = ("window", "zoomed")
 _NAMES = ("w1", "b1", "w2", "b2")
@@ -41,7 +44,11 @@ def input_dim(memory_dim: int, cells: int, cell_max: bool = False) -> int:
 
 
 def head_input(
-    embedding: torch.Tensor, fmap: torch.Tensor, cells: int, cell_max: bool = False
+    embedding: torch.Tensor,
+    fmap: torch.Tensor,
+    cells: int,
+    cell_max: bool = False,
+    conv: int = 0,
 ) -> torch.Tensor:
     """What the head reads: the memory's standardised embedding and, with ``cells`` > 0,
     the encoder map averaged over a ``cells`` x ``cells`` grid of the window -- the pooled
@@ -55,7 +62,12 @@ def head_input(
         fmap: ``(N, C, h, w)`` the encoder map it was pooled from.
         cells: Grid side (0 = the embedding alone).
         cell_max: Also each cell's maximum (only with ``cells`` > 0).
+        conv: With ``conv`` > 0 the head is a :class:`ConvTipHead` and reads the encoder
+            map itself, max-pooled to ``conv`` x ``conv`` positions (``(N, C, conv,
+            conv)``; the max keeps a blade a few pixels wide that an average dilutes).
     """
+    if conv > 0:
+        return F.adaptive_max_pool2d(fmap.float(), conv).to(embedding.device)
     if cells <= 0:
         return embedding
     f = fmap.float()
@@ -181,6 +193,158 @@ class TipHead:
     def present(tensors: dict[str, torch.Tensor]) -> bool:
         """Whether a bundle's tensors hold a head."""
         return any(k.startswith(PREFIX) for k in tensors)
+
+
+_CONV_NAMES = ("w1", "b1", "w2", "b2")
+
+
+@dataclass
+class ConvTipHead:
+    """One small convolutional head per view on the encoder map (issue 7, twelfth session).
+
+    The MLP heads read a fixed grid of the window, so a blade in the window's top-left cell
+    and the same blade in its centre are different inputs, each learnt from its own
+    projected examples. This head scores every position of the (max-pooled) encoder map
+    with the same small detector -- a ``k`` x ``k`` convolution (no padding, so the
+    standardisation the fit used folds exactly into it), ReLU, a 1 x 1 output -- and
+    reads the window's logit as the log-sum-exp over positions (a soft "a threat is
+    somewhere in this window"; its gradient reaches every position, unlike a hard max).
+
+    Attributes:
+        w1: ``(V, H, C, k, k)`` convolution weights.
+        b1: ``(V, H)`` convolution biases.
+        w2: ``(V, H)`` 1 x 1 output weights.
+        b2: ``(V,)`` output biases.
+    """
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+    @property
+    def views(self) -> int:
+        """Number of views (columns of :meth:`logits`)."""
+        return int(self.w1.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Channels of the encoder map the head reads."""
+        return int(self.w1.shape[2])
+
+    @property
+    def kernel(self) -> int:
+        """Side of the convolution."""
+        return int(self.w1.shape[3])
+
+    def position_logits(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``(V, N, h', w')`` per-position logits of a pooled encoder map ``(N, C, h, w)``
+        (``h' = h - k + 1``): each view's detector at every position."""
+        x = fmap.float()
+        out = []
+        for v in range(self.views):
+            hid = torch.relu(F.conv2d(x, self.w1[v], self.b1[v]))
+            out.append(torch.einsum("nhyx,h->nyx", hid, self.w2[v]) + self.b2[v])
+        return torch.stack(out)
+
+    def logits(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` float32 window logits: log-sum-exp of :meth:`position_logits` over
+        the positions, minus the log of their number (a constant: an all-equal map gives
+        its value back)."""
+        pos = self.position_logits(fmap).flatten(2)
+        return (torch.logsumexp(pos, dim=2) - math.log(pos.shape[2])).T
+
+    @classmethod
+    def from_modules(cls, nets: list[nn.Sequential]) -> ConvTipHead:
+        """Stack trained ``Conv2d(C, H, k) -> ReLU -> [Dropout] -> Conv2d(H, 1, 1)`` nets,
+        one per view.
+
+        Raises:
+            ConfigError: for nets of another shape.
+        """
+        convs = [[m for m in net if isinstance(m, nn.Conv2d)] for net in nets]
+        if not convs or any(
+            len(cs) != 2 or cs[1].out_channels != 1 or cs[1].kernel_size != (1, 1) for cs in convs
+        ):
+            raise ConfigError(
+                "a convolutional TIP head is Conv2d(C, H, k) -> ReLU -> Conv2d(H, 1, 1)"
+            )
+        with torch.no_grad():
+            return cls(
+                w1=torch.stack([cs[0].weight.detach().float().cpu() for cs in convs]),
+                b1=torch.stack([cs[0].bias.detach().float().cpu() for cs in convs]),
+                w2=torch.stack([cs[1].weight.detach().float().cpu().flatten() for cs in convs]),
+                b2=torch.stack([cs[1].bias.detach().float().cpu()[0] for cs in convs]),
+            )
+
+    @classmethod
+    def average(cls, heads: list[ConvTipHead]) -> ConvTipHead:
+        """One head whose per-position logits are the mean of ``heads``' (their hidden
+        channels side by side, output weights divided by their number), pooled once: an
+        ensemble of the detectors, stored in the same format.
+
+        Raises:
+            ConfigError: for no heads, or heads of other views, channels or kernels.
+        """
+        key = [(h.views, h.dim, h.kernel) for h in heads]
+        if not heads or any(k != key[0] for k in key):
+            raise ConfigError("only heads of the same views, channels and kernel can be averaged")
+        n = len(heads)
+        return cls(
+            w1=torch.cat([h.w1 for h in heads], dim=1),
+            b1=torch.cat([h.b1 for h in heads], dim=1),
+            w2=torch.cat([h.w2 for h in heads], dim=1) / n,
+            b2=torch.stack([h.b2 for h in heads]).mean(dim=0),
+        )
+
+    def to(self, device: torch.device | str) -> ConvTipHead:
+        """A float32 copy on ``device``."""
+        return ConvTipHead(*(getattr(self, n).to(device, torch.float32) for n in _CONV_NAMES))
+
+    def tensors(self, half: bool = False) -> dict[str, torch.Tensor]:
+        """Tensors for the bundle's safetensors file (see :meth:`TipHead.tensors`)."""
+        return {f"{CONV_PREFIX}{n}": _stored(getattr(self, n), half) for n in _CONV_NAMES}
+
+    def as_stored(self, half: bool) -> ConvTipHead:
+        """The head as :meth:`tensors` will store it, back in float32."""
+        return ConvTipHead(*(_stored(getattr(self, n), half).float() for n in _CONV_NAMES))
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], channels: int, side: int
+    ) -> ConvTipHead:
+        """Rebuild from :meth:`tensors`, checking the shapes against the encoder map's
+        ``channels`` and the pooled map's ``side`` (the kernel must fit inside it).
+
+        Raises:
+            ConfigError: missing, inconsistent or non-finite tensors.
+        """
+        try:
+            w1, b1, w2, b2 = (tensors[f"{CONV_PREFIX}{n}"].float() for n in _CONV_NAMES)
+        except KeyError as exc:
+            raise ConfigError(f"TIP head incomplete: {exc.args[0]} missing") from None
+        if (
+            w1.ndim != 5
+            or w1.shape[0] != len(VIEWS)
+            or w1.shape[2] != channels
+            or w1.shape[3] != w1.shape[4]
+            or not 1 <= w1.shape[3] <= side
+        ):
+            raise ConfigError(
+                f"convolutional TIP head weights {tuple(w1.shape)} do not fit {len(VIEWS)} "
+                f"views of a {channels}-channel map pooled to {side} x {side}"
+            )
+        v, h = w1.shape[:2]
+        if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
+            raise ConfigError("TIP head shapes do not fit together")
+        if not all(torch.isfinite(t).all() for t in (w1, b1, w2, b2)):
+            raise ConfigError("TIP head contains NaN / Inf")
+        return cls(w1=w1, b1=b1, w2=w2, b2=b2)
+
+    @staticmethod
+    def present(tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether a bundle's tensors hold a convolutional head."""
+        return any(k.startswith(CONV_PREFIX) for k in tensors)
 
 
 def _stored(t: torch.Tensor, half: bool) -> torch.Tensor:
