@@ -12,6 +12,7 @@ windows do not keep: it is calibrated on whole held-out scans scored by the engi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.inference import scan_norm, zoom
+from xrayscreen.inference import scan_norm, tip_evidence, zoom
 from xrayscreen.model.bundle import ModelBundle
 from xrayscreen.model.calibration import Calibration
 from xrayscreen.model.feature_bank import FeatureBank, encoder_body, encoder_map, pool
@@ -240,26 +241,40 @@ def calibrate_bundle(
     return cal, scores
 
 
+def _with_absolute_reference(bundle: ModelBundle, results: list) -> None:
+    """Fit the head's absolute reading (:func:`tip_evidence.absolute_reference`) on the
+    held-out scans' raw head logits and store it in the bundle's score."""
+    fgs = [~r.background for r in results]
+    views = [[torch.from_numpy(r.raw_head[fg]) for r, fg in zip(results, fgs)]]
+    if zoom.enabled(bundle.score):
+        views.append([torch.from_numpy(r.raw_head_zoom[fg]) for r, fg in zip(results, fgs)])
+    else:  # no zoomed view: its column is never read; keep the reference's shape
+        views.append(views[0])
+    bundle.score.params = {**bundle.score.params, **tip_evidence.absolute_reference(views)}
+
+
 def _with_zoom_reference(bundle: ModelBundle, results: list) -> None:
     """Fit the zoomed-out view's scan-normalisation fallback statistics on the held-out
-    scans' raw zoomed scores, store them in the bundle's score, and recompute every
-    scan's window scores with them (in place). Only scans too small for their own
-    statistics change."""
+    scans' raw zoomed scores (when there is a zoomed view), store them in the bundle's
+    score, and recompute every scan's window scores with the bundle's score as it now
+    stands (in place). Only scans too small for their own statistics change, unless the
+    score gained a term since the scans were scored (the head's absolute reading)."""
     fgs = [~r.background for r in results]
-    bundle.score.params = {
-        **bundle.score.params,
-        **{
-            f"{k}_zoom": v
-            for k, v in scan_norm.reference(
-                [r.raw_zoom_scores[fg].astype(np.float64) for r, fg in zip(results, fgs)]
-            ).items()
-        },
-    }
+    if zoom.enabled(bundle.score):
+        bundle.score.params = {
+            **bundle.score.params,
+            **{
+                f"{k}_zoom": v
+                for k, v in scan_norm.reference(
+                    [r.raw_zoom_scores[fg].astype(np.float64) for r, fg in zip(results, fgs)]
+                ).items()
+            },
+        }
     for r, fg in zip(results, fgs):
         s = zoom.evidence(
             bundle.score,
             torch.from_numpy(r.raw_scores),
-            torch.from_numpy(r.raw_zoom_scores),
+            None if r.raw_zoom_scores is None else torch.from_numpy(r.raw_zoom_scores),
             r.grid,
             torch.from_numpy(fg),
             *(
@@ -295,8 +310,13 @@ def calibrate_on_scans(
     from xrayscreen.inference.engine import ScoringEngine
     from xrayscreen.inference.windows import fold_mean
 
-    own = bundle.calibration
+    own, spec = bundle.calibration, bundle.score
     bundle.calibration = None  # the engine then returns uncalibrated scores
+    # The head's absolute reading is fitted on these scans: scored without it first.
+    absolute = tip_evidence.enabled(spec) and tip_evidence.abs_weight_of(spec) > 0
+    if absolute:
+        bundle.score = copy.copy(spec)
+        bundle.score.params = {**spec.params, tip_evidence.ABS_WEIGHT_KEY: 0.0}
     results = []
     try:
         engine = ScoringEngine(bundle, device)
@@ -305,10 +325,12 @@ def calibrate_on_scans(
             if (~r.background).any():
                 results.append(r)
     finally:
-        bundle.calibration = own
+        bundle.calibration, bundle.score = own, spec
     if sum(int((~r.background).sum()) for r in results) < 2:
         raise ConfigError("calibration needs held-out normal scans with scored windows")
-    if zoom.enabled(bundle.score):
+    if absolute:
+        _with_absolute_reference(bundle, results)
+    if zoom.enabled(bundle.score) or absolute:
         _with_zoom_reference(bundle, results)
     per_scan = [r.window_scores[~r.background].astype(np.float64) for r in results]
     cal = Calibration.fit(np.concatenate(per_scan), target_window_far, per_scan)

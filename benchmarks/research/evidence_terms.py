@@ -81,6 +81,11 @@ def dump(a: argparse.Namespace) -> None:
             }
             for k, t in terms.items():
                 save[f"{i}_{k}"] = t.numpy().astype(np.float32)
+            # The head's raw logits too (twelfth session: an absolute reading of the head
+            # beside its within-scan z); absent from older dumps.
+            for k, c in (("h", "h"), ("hz", "hz"), ("m", "raw"), ("mz", "rz")):
+                if cap[c] is not None:
+                    save[f"{i}_{k}_raw"] = cap[c].numpy().astype(np.float32)
             g = cap["grid"]
             save[f"{i}_out"] = cap["out"].numpy()
             save[f"{i}_valid"] = v.numpy()
@@ -96,6 +101,7 @@ def load_terms(path: str) -> list[dict[str, Any]]:
     bags = []
     for i in range(len(z["names"])):
         bag = {k: z[f"{i}_{k}"] for k in (*TERMS, "out", "valid", "label")}
+        bag.update({f"{k}_raw": z[f"{i}_{k}_raw"] for k in TERMS if f"{i}_{k}_raw" in z})
         bag.update(kind=str(z["kinds"][i]), name=str(z["names"][i]))
         bag["grid"] = WindowGrid(*(int(v) for v in z[f"{i}_grid"]))
         bags.append(bag)
@@ -111,13 +117,21 @@ def combine(
     cap: float | None = None,
     context_px: float = 128.0,
     context_self: float = 0.25,
+    wa: float = 0.0,
+    wma: float = 0.0,
 ) -> np.ndarray:
-    """The product's window score from saved terms under the given settings."""
+    """The product's window score from saved terms under the given settings; ``wa`` /
+    ``wma`` add the head's / GANomaly's ABSOLUTE reading (``h_abs``, ``m_abs``: the raw
+    value standardised across bags, :func:`add_absolute`) at that weight."""
     h, hz = bag["h"], bag["hz"]
     if cap is not None:
         h, hz = np.minimum(h, cap), np.minimum(hz, cap)
     fine = bag["m"] + wd * bag["d"] + wh * h
     coarse = bag["mz"] + wd * bag["dz"] + whz * hz
+    if wa:
+        fine, coarse = fine + wa * bag["h_abs"], coarse + wa * bag["hz_abs"]
+    if wma:
+        fine, coarse = fine + wma * bag["m_abs"], coarse + wma * bag["mz_abs"]
     s = np.maximum(fine, coarse) if mix == "max" else 0.5 * (fine + coarse)
     spec = ScoreSpec(
         params={"scan_norm": "robust_z", "context_px": context_px, "context_self": context_self}
@@ -181,11 +195,44 @@ SWEEP: dict[str, dict[str, Any]] = {
 }
 
 
+def add_absolute(bags: list[dict[str, Any]]) -> None:
+    """Give every bag ``<term>_abs`` for the raw head logits and GANomaly scores: the raw
+    value minus the median over the BENIGN bags' valid windows, over 1.4826 x their MAD
+    (one location and scale per term for all bags, so a bag's level survives, where the
+    within-scan z forgets it). Probe only: the two numbers come from the benign val bags
+    the figures are read on; a product version would take them from the held-out normal
+    training scans."""
+    for k in ("h", "hz", "m", "mz"):
+        vals = np.concatenate([b[f"{k}_raw"][b["valid"]] for b in bags if b["kind"] == "benign"])
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * 1.4826
+        for b in bags:
+            b[f"{k}_abs"] = np.where(b["valid"], (b[f"{k}_raw"] - med) / max(mad, 1e-6), 0.0)
+
+
+#: Twelfth session: absolute readings beside the within-scan terms (rule in BENCHMARKS).
+SWEEP_ABS: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "head_abs_0.5": {"wa": 0.5},
+    "head_abs_1": {"wa": 1.0},
+    "head_abs_1_only": {"wa": 1.0, "wh": 0.0, "whz": 0.0},
+    "head_abs_2_only": {"wa": 2.0, "wh": 0.0, "whz": 0.0},
+    "model_abs_0.5": {"wma": 0.5},
+    "model_abs_1": {"wma": 1.0},
+    "both_abs_0.5": {"wa": 0.5, "wma": 0.5},
+}
+
+
 def sweep(a: argparse.Namespace) -> None:
     """Figures of each :data:`SWEEP` setting per file, and their mean."""
     data = [load_terms(f) for f in a.terms]
     out: dict[str, Any] = {"files": a.terms, "saved": [bag_figures(d, saved=True) for d in data]}
-    for name, kw in SWEEP.items():
+    table = SWEEP
+    if a.absolute:
+        for d in data:
+            add_absolute(d)
+        table = SWEEP_ABS
+    for name, kw in table.items():
         rows = [bag_figures(d, **kw) for d in data]
         mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
         out[name] = {"per_file": rows, "mean": mean}
@@ -205,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sweep")
     s.add_argument("terms", nargs="+")
+    s.add_argument(
+        "--absolute",
+        action="store_true",
+        help="sweep absolute readings of the head and GANomaly (needs dumps with raw terms)",
+    )
     a = p.parse_args(argv)
     if a.cmd == "dump":
         torch.set_num_threads(a.threads)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xrayscreen.cli import main
-from xrayscreen.errors import ConfigError
+from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.model.bundle import META, WEIGHTS, load_bundle
 from xrayscreen.model.calibration import MIN_FIT_BAGS
 
@@ -459,3 +459,52 @@ def test_cli_tip_conv_flag():
     assert cfg("--tip-cells", "0", "--tip-conv", "8").tip_conv == 8
     with pytest.raises(ConfigError, match="excludes tip_cells"):
         cfg("--tip-conv", "8")  # the X-ray default grid must be switched off with it
+
+
+@pytest.mark.parametrize("conv", [0, 4])
+def test_cli_tip_abs_weight_fits_its_reference_on_the_held_out_scans(tmp_path, capsys, conv):
+    """``--tip-abs-weight``: the head's absolute reading gets its per-view location and
+    scale from the held-out scans' logits, and the calibration holds the engine's scores
+    with it; with ``--tip-conv`` the head trained end to end is a convolutional one."""
+    from xrayscreen.imaging.readers import open_scan
+    from xrayscreen.inference.engine import ScoringEngine
+    from xrayscreen.model.tip_head import ConvTipHead, TipHead
+
+    bags = make_bags(tmp_path / "normal")
+    out = tmp_path / "model"
+    args = ["train", str(bags), "--out", str(out), *TINY, "--tip-weight", "1",
+            "--tip-per-bag", "3", "--tip-abs-weight", "1", "--tip-cells", "0",
+            "--tip-conv", str(conv)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    b = load_bundle(out)
+    assert isinstance(b.tip_head, ConvTipHead if conv else TipHead)
+    assert b.score.params.get("tip_conv", 0) == conv
+    p = b.score.params
+    assert p["tip_abs_weight"] == 1.0 and len(p["tip_abs_loc"]) == len(p["tip_abs_scale"]) == 2
+    # The reference is the median and 1.4826 x MAD of the held-out windows' logits.
+    held, scores = held_out_engine_scores(b, bags, out)
+    eng = ScoringEngine(b, "cpu")
+    logits = []
+    for path in held:
+        r = eng.score_scan_sync(open_scan(path), stride=16)
+        logits.append(r.raw_head[~r.background])
+    x = np.concatenate(logits)
+    med = float(np.median(x))
+    assert p["tip_abs_loc"][0] == pytest.approx(med, abs=1e-4)
+    mad = float(np.median(np.abs(x - med))) * 1.4826
+    assert p["tip_abs_scale"][0] == pytest.approx(max(mad, 0.02), rel=1e-3, abs=1e-4)
+    cal = b.calibration
+    top = max(float(s.max()) for s in scores)
+    assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
+    # The absolute reading is in the score: without it the held-out scans score otherwise.
+    b.score.params = {**p, "tip_abs_weight": 0.0}
+    cal, b.calibration = b.calibration, None
+    plain = ScoringEngine(b, "cpu").score_scan_sync(open_scan(held[0]), stride=16)
+    assert not np.allclose(plain.window_scores[~plain.background], scores[0], atol=1e-4)
+    # A model.json asking for the reading without its reference is refused when loading.
+    meta = json.loads((out / META).read_text())
+    del meta["score"]["params"]["tip_abs_scale"]
+    (out / META).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="tip_abs_loc and tip_abs_scale"):
+        load_bundle(out)

@@ -14,10 +14,17 @@ simulated threats projected into the normal training bags, never on a real threa
 (``training.tip_head``). Measured in ``docs/BENCHMARKS.md`` (issue 7, ninth session).
 
 A scan with fewer than :data:`scan_norm.MIN_WINDOWS` scored windows gets no head term.
+
+With ``tip_abs_weight`` = a > 0 each view also gets ``a * (logit - loc) / scale``: the
+head's logit read ABSOLUTELY, ``loc`` / ``scale`` (per view: the median and 1.4826 x MAD
+of the logits of the held-out normal training scans' windows, fitted when the score is
+calibrated). The within-scan z forgets how threat-like a bag's most threat-like window
+is next to other bags', which is what a bag-level alarm asks (issue 7, twelfth session).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -39,6 +46,11 @@ CELL_MAX_KEY = "tip_cell_max"
 #: (:class:`xrayscreen.model.tip_head.ConvTipHead`); 0 (unset) = an MLP head.
 CONV_KEY = "tip_conv"
 MAX_CONV = 16
+#: Weight of the head's absolute reading (unset = 0, off) and its per-view location and
+#: scale, fitted on the held-out normal scans (:func:`absolute_reference`).
+ABS_WEIGHT_KEY = "tip_abs_weight"
+ABS_LOC_KEY = "tip_abs_loc"
+ABS_SCALE_KEY = "tip_abs_scale"
 MAX_WEIGHT = 10.0
 #: Smallest per-scan logit scale: a scan whose windows the head finds all alike must not
 #: turn a slightly higher logit into an alarm (the same floor the density term uses).
@@ -107,6 +119,60 @@ def conv_of(spec: Any) -> int:
     if conv and cells_of(spec):
         raise ConfigError(f"{CONV_KEY} and {CELLS_KEY} are two kinds of head; set one")
     return int(conv)
+
+
+def abs_weight_of(spec: Any) -> float:
+    """The weight of the head's absolute reading (0.0 when unset = off).
+
+    Raises:
+        ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
+    """
+    return params.weight(spec, ABS_WEIGHT_KEY, MAX_WEIGHT)
+
+
+def absolute(
+    logits: torch.Tensor, spec: Any, view: int, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """The head's logits of one view read absolutely: ``(logit - loc) / scale`` with the
+    spec's fitted reference, 0 outside ``valid``.
+
+    Raises:
+        ConfigError: when the reference is missing or malformed (not fitted: a bundle
+            that asks for the reading must carry it).
+    """
+    p = params.of(spec)
+    try:
+        loc = float(p[ABS_LOC_KEY][view])
+        scale = float(p[ABS_SCALE_KEY][view])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ConfigError(
+            f"{ABS_WEIGHT_KEY} needs {ABS_LOC_KEY} and {ABS_SCALE_KEY} for every view "
+            "(fitted on held-out scans)"
+        ) from None
+    if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{ABS_LOC_KEY} / {ABS_SCALE_KEY} must be finite, the scale > 0")
+    out = (logits.float() - loc) / scale
+    return out if valid is None else torch.where(valid.to(out.device), out, torch.zeros_like(out))
+
+
+def absolute_reference(per_view: list[list[torch.Tensor]]) -> dict[str, list[float]]:
+    """The absolute reading's per-view location and scale from held-out normal windows'
+    logits (``per_view[v]``: one tensor per scan): median and 1.4826 x MAD, floored at
+    :data:`SCALE_FLOOR`.
+
+    Raises:
+        ConfigError: for a view without logits.
+    """
+    loc, scale = [], []
+    for parts in per_view:
+        x = torch.cat([t.float().flatten() for t in parts]) if parts else torch.zeros(0)
+        if not len(x):
+            raise ConfigError("the head's absolute reading needs held-out windows to fit on")
+        med = float(x.median())
+        mad = float((x - med).abs().median()) * 1.4826
+        loc.append(round(med, 6))
+        scale.append(round(max(mad, SCALE_FLOOR), 6))
+    return {ABS_LOC_KEY: loc, ABS_SCALE_KEY: scale}
 
 
 def enabled(spec: Any) -> bool:
