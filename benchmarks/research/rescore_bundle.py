@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         help="cut the memory's training windows at this stride (default: the run's)",
     )
     p.add_argument("--bank-size", type=int, default=None, help="default: the bundle's")
+    p.add_argument(
+        "--keep-head",
+        action="store_true",
+        help="reuse the bundle's fitted projected-threat head instead of fitting it again "
+        "(for score changes that leave the head alone; its settings must be unchanged)",
+    )
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     b = load_bundle(a.bundle, with_discriminator=True)
     cfg = TrainConfig.from_dict(b.training["config"])
+    old_cfg = cfg
     ctx = cfg.context_px if a.context_px is None else a.context_px
     own = cfg.context_self if a.context_self is None else a.context_self
     bag_far = cfg.target_bag_far if a.target_bag_far is None else a.target_bag_far
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the dense windows split differently; refusing")
         bank_windows = dsplit.train
         del dense
+    if a.keep_head:
+        _keep_head(b, old_cfg, cfg)
     b.score = ScoreSpec(kind=cfg.score_kind, norm=cfg.score_norm, params=_score_params(cfg))
     b.feature_bank = None
     b.tip_head = None
@@ -139,6 +148,32 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+#: Settings that shape the fitted head (``--keep-head`` refuses a change to any).
+HEAD_SETTINGS = (
+    "seed",
+    "tip_per_bag",
+    "tip_hard_per_bag",
+    "tip_members",
+    "tip_clutter",
+    "tip_cells",
+    "tip_cell_max",
+    "tip_conv",
+    "tip_draws",
+    "half_weights",
+)
+
+
+def _keep_head(b, old_cfg: TrainConfig, cfg: TrainConfig) -> None:
+    """Make the pipeline's head fitting return the bundle's own head and notes."""
+    import xrayscreen.training.pipeline as pipeline
+
+    changed = [k for k in HEAD_SETTINGS if getattr(old_cfg, k) != getattr(cfg, k)]
+    if b.tip_head is None or changed:
+        raise SystemExit(f"--keep-head: no head to keep, or its settings changed: {changed}")
+    head, info = b.tip_head, dict(b.training.get("tip_head") or {})
+    pipeline.fit_tip_head = lambda *_a, **_k: (head, dict(info, kept=True))
 
 
 if __name__ == "__main__":
