@@ -313,10 +313,10 @@ def calibrate_on_scans(
     own, spec = bundle.calibration, bundle.score
     bundle.calibration = None  # the engine then returns uncalibrated scores
     # The head's absolute reading is fitted on these scans: scored without it first.
-    absolute = tip_evidence.enabled(spec) and tip_evidence.abs_weight_of(spec) > 0
+    absolute = tip_evidence.enabled(spec) and tip_evidence.abs_share_of(spec) > 0
     if absolute:
         bundle.score = copy.copy(spec)
-        bundle.score.params = {**spec.params, tip_evidence.ABS_WEIGHT_KEY: 0.0}
+        bundle.score.params = {**spec.params, tip_evidence.ABS_SHARE_KEY: 0.0}
     results = []
     try:
         engine = ScoringEngine(bundle, device)

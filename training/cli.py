@@ -148,11 +148,11 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "that head is a small convolution over the encoder map max-pooled to this many "
         "positions a side (0 = the MLP head, the default; needs --tip-cells 0)",
     ),
-    "tip_abs_weight": (
-        "tip_abs_weight",
+    "tip_abs_share": (
+        "tip_abs_share",
         float,
-        "weight of that head's logit read absolutely (against the held-out normal scans, "
-        "not within the scan) beside its within-scan z (0 = off, the default)",
+        "share of that head's weight on its logit read absolutely (against the held-out "
+        "normal scans, not within the scan); the rest on its within-scan z (default 0)",
     ),
     "tip_clutter": (
         "tip_clutter",

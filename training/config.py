@@ -186,10 +186,10 @@ class TrainConfig:
             this many positions a side, its window logit the log-sum-exp over them
             (``xrayscreen.model.tip_head.ConvTipHead``; twelfth session); 0 = the MLP
             head. Excludes ``tip_cells``, ``tip_members`` and mining.
-        tip_abs_weight: Weight of the head's logit read absolutely (against the
-            held-out normal scans' logits, not within the scan) added to each view's
-            evidence beside its within-scan z (``tip_evidence.absolute``; twelfth
-            session); 0 = off. Needs ``tip_weight`` > 0.
+        tip_abs_share: Share of ``tip_weight`` on the head's logit read absolutely
+            (against the held-out normal scans' logits, not within the scan;
+            ``tip_evidence.reading``; twelfth session), the rest on its within-scan z;
+            0 = the within-scan z alone.
         tip_draws: Heads averaged, each fitted on its own draw of projected threats
             (one fit's luck moves the bag-level figures; eleventh session); 1 = one head.
         tip_members: Nets averaged into the head per view, each fitted on its own
@@ -273,7 +273,7 @@ class TrainConfig:
     tip_cells: int = 0
     tip_cell_max: bool = False
     tip_conv: int = 0
-    tip_abs_weight: float = 0.0
+    tip_abs_share: float = 0.0
     tip_draws: int = 1
     dfeat_weight: float = 0.0
     bank_level: int = 2
@@ -411,13 +411,10 @@ class TrainConfig:
                 "tip_conv (a convolutional head) excludes tip_cells, tip_members and "
                 "tip_hard_per_bag: set tip_cells 0 with it"
             )
-        if not 0.0 <= float(self.tip_abs_weight) <= TIP_MAX_WEIGHT:
-            raise ConfigError(
-                f"tip_abs_weight must be in [0, {TIP_MAX_WEIGHT:g}] (0 = off), "
-                f"got {self.tip_abs_weight}"
-            )
-        if float(self.tip_abs_weight) > 0 and not float(self.tip_weight) > 0:
-            raise ConfigError("tip_abs_weight reads the projected-threat head: set tip_weight > 0")
+        if not 0.0 <= float(self.tip_abs_share) <= 1.0:
+            raise ConfigError(f"tip_abs_share must be in [0, 1], got {self.tip_abs_share}")
+        if float(self.tip_abs_share) > 0 and not float(self.tip_weight) > 0:
+            raise ConfigError("tip_abs_share reads the projected-threat head: set tip_weight > 0")
         if not 0.0 <= float(self.tip_clutter) <= 10.0:
             raise ConfigError(f"tip_clutter must be in [0, 10], got {self.tip_clutter}")
         if not 1 <= int(self.tip_draws) <= 8:

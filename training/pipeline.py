@@ -545,8 +545,8 @@ def _fit_tip(
             tip["tip_cell_max"] = True
     if cfg.tip_conv:
         tip["tip_conv"] = int(cfg.tip_conv)
-    if cfg.tip_abs_weight:  # its reference is fitted with the calibration on held-out scans
-        tip["tip_abs_weight"] = float(cfg.tip_abs_weight)
+    if cfg.tip_abs_share:  # its reference is fitted with the calibration on held-out scans
+        tip["tip_abs_share"] = float(cfg.tip_abs_share)
     bundle.score.params = {**bundle.score.params, **tip}
     bundle.training["tip_head"] = info
     return []
@@ -561,7 +561,7 @@ def _drop_tip(bundle: ModelBundle) -> None:
     params.pop("tip_cells", None)
     params.pop("tip_cell_max", None)
     params.pop("tip_conv", None)
-    for key in ("tip_abs_weight", "tip_abs_loc", "tip_abs_scale"):
+    for key in ("tip_abs_share", "tip_abs_loc", "tip_abs_scale"):
         params.pop(key, None)
     bundle.score.params = params
     bundle.training.pop("tip_head", None)

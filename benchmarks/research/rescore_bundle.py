@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tip-cell-max", choices=("on", "off"), default=None, help="default: the bundle's"
     )
     p.add_argument("--tip-conv", type=int, default=None, help="default: the bundle's")
-    p.add_argument("--tip-abs-weight", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--tip-abs-share", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-clutter", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         tip_cells=cfg.tip_cells if a.tip_cells is None else a.tip_cells,
         tip_cell_max=cfg.tip_cell_max if a.tip_cell_max is None else a.tip_cell_max == "on",
         tip_conv=cfg.tip_conv if a.tip_conv is None else a.tip_conv,
-        tip_abs_weight=cfg.tip_abs_weight if a.tip_abs_weight is None else a.tip_abs_weight,
+        tip_abs_share=cfg.tip_abs_share if a.tip_abs_share is None else a.tip_abs_share,
         bank_gammas=cfg.bank_gammas if a.bank_gammas is None else a.bank_gammas,
         bank_hues=cfg.bank_hues if a.bank_hues is None else a.bank_hues,
     )

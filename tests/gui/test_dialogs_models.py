@@ -55,6 +55,10 @@ def test_model_card_says_how_the_score_is_made(tiny_bundle):
     assert "a small convolution over the encoder map at 8 x 8 positions)" in model_card_html(
         tiny_bundle
     )
+    tiny_bundle.score.params = {**params, "tip_abs_share": 1.0}
+    assert "100% of its weight on its logit against the held-out normal bags'" in (
+        model_card_html(tiny_bundle)
+    )
 
 
 def test_model_menu_has_load_card_and_registered_models(window):

@@ -462,8 +462,8 @@ def test_cli_tip_conv_flag():
 
 
 @pytest.mark.parametrize("conv", [0, 4])
-def test_cli_tip_abs_weight_fits_its_reference_on_the_held_out_scans(tmp_path, capsys, conv):
-    """``--tip-abs-weight``: the head's absolute reading gets its per-view location and
+def test_cli_tip_abs_share_fits_its_reference_on_the_held_out_scans(tmp_path, capsys, conv):
+    """``--tip-abs-share``: the head's absolute reading gets its per-view location and
     scale from the held-out scans' logits, and the calibration holds the engine's scores
     with it; with ``--tip-conv`` the head trained end to end is a convolutional one."""
     from xrayscreen.imaging.readers import open_scan
@@ -473,7 +473,7 @@ def test_cli_tip_abs_weight_fits_its_reference_on_the_held_out_scans(tmp_path, c
     bags = make_bags(tmp_path / "normal")
     out = tmp_path / "model"
     args = ["train", str(bags), "--out", str(out), *TINY, "--tip-weight", "1",
-            "--tip-per-bag", "3", "--tip-abs-weight", "1", "--tip-cells", "0",
+            "--tip-per-bag", "3", "--tip-abs-share", "0.5", "--tip-cells", "0",
             "--tip-conv", str(conv)]  # fmt: skip
     assert main(args) == 0
     capsys.readouterr()
@@ -481,7 +481,7 @@ def test_cli_tip_abs_weight_fits_its_reference_on_the_held_out_scans(tmp_path, c
     assert isinstance(b.tip_head, ConvTipHead if conv else TipHead)
     assert b.score.params.get("tip_conv", 0) == conv
     p = b.score.params
-    assert p["tip_abs_weight"] == 1.0 and len(p["tip_abs_loc"]) == len(p["tip_abs_scale"]) == 2
+    assert p["tip_abs_share"] == 0.5 and len(p["tip_abs_loc"]) == len(p["tip_abs_scale"]) == 2
     # The reference is the median and 1.4826 x MAD of the held-out windows' logits.
     held, scores = held_out_engine_scores(b, bags, out)
     eng = ScoringEngine(b, "cpu")
@@ -498,7 +498,7 @@ def test_cli_tip_abs_weight_fits_its_reference_on_the_held_out_scans(tmp_path, c
     top = max(float(s.max()) for s in scores)
     assert cal.values[-1] == pytest.approx(top, rel=1e-4, abs=1e-5)
     # The absolute reading is in the score: without it the held-out scans score otherwise.
-    b.score.params = {**p, "tip_abs_weight": 0.0}
+    b.score.params = {**p, "tip_abs_share": 0.0}
     cal, b.calibration = b.calibration, None
     plain = ScoringEngine(b, "cpu").score_scan_sync(open_scan(held[0]), stride=16)
     assert not np.allclose(plain.window_scores[~plain.background], scores[0], atol=1e-4)

@@ -18,7 +18,7 @@ def _spec(**params):
 
 
 def test_absolute_is_the_logit_against_the_fitted_reference():
-    spec = _spec(tip_abs_weight=1.0, tip_abs_loc=[1.0, -2.0], tip_abs_scale=[2.0, 0.5])
+    spec = _spec(tip_abs_share=1.0, tip_abs_loc=[1.0, -2.0], tip_abs_scale=[2.0, 0.5])
     x = torch.tensor([3.0, 1.0, -1.0])
     torch.testing.assert_close(tip_evidence.absolute(x, spec, 0, None), torch.tensor([1.0, 0, -1]))
     valid = torch.tensor([True, False, True])
@@ -40,6 +40,23 @@ def test_reference_is_median_and_scaled_mad_per_view():
         tip_evidence.absolute_reference([[], a])
 
 
+def test_reading_splits_the_heads_weight_between_scan_and_absolute():
+    ref = {"tip_abs_loc": [1.0, 0.0], "tip_abs_scale": [2.0, 1.0]}
+    x = torch.linspace(-3, 5, 40)
+    z = tip_evidence.normalise(x, None)
+    ab = tip_evidence.absolute(x, _spec(**ref), 0, None)
+    torch.testing.assert_close(tip_evidence.reading(x, _spec(**ref), 0, None), z)
+    for a in (0.25, 1.0):
+        got = tip_evidence.reading(x, _spec(**ref, tip_abs_share=a), 0, None)
+        torch.testing.assert_close(got, (1 - a) * z + a * ab)
+    # Without a reference only the within-scan z can be read.
+    torch.testing.assert_close(tip_evidence.reading(x, _spec(), 0, None), z)
+    with pytest.raises(ConfigError, match="tip_abs_loc"):
+        tip_evidence.reading(x, _spec(tip_abs_share=0.5), 0, None)
+    with pytest.raises(ConfigError, match="tip_abs_share must be"):
+        tip_evidence.reading(x, _spec(tip_abs_share=1.5), 0, None)
+
+
 def test_evidence_adds_the_absolute_reading_to_each_view():
     torch.manual_seed(0)
     grid = WindowGrid(64 * 3, 64 * 4, 64, 64)
@@ -56,15 +73,15 @@ def test_evidence_adds_the_absolute_reading_to_each_view():
         p = {"scan_norm": "robust_z", "tip_weight": 1.0, **ref, **extra}
         args = (raw, rz, grid, valid, None, None, head, hz)
         off = zoom.evidence(_spec(**p), *args)
-        on = zoom.evidence(_spec(**p, tip_abs_weight=0.5), *args)
-        want = 0.5 * (h - ref["tip_abs_loc"][view]) / ref["tip_abs_scale"][view]
+        on = zoom.evidence(_spec(**p, tip_abs_share=0.5), *args)
+        ab = (h - ref["tip_abs_loc"][view]) / ref["tip_abs_scale"][view]
+        want = 0.5 * ab - 0.5 * tip_evidence.normalise(h, valid)  # half moved to absolute
         torch.testing.assert_close(on - off, want)
 
 
 def test_config_refuses_an_absolute_reading_without_a_head():
-    assert TrainConfig.xray().tip_abs_weight == 0.0
-    assert TrainConfig.xray(tip_abs_weight=1.0).tip_abs_weight == 1.0
+    assert TrainConfig.xray(tip_abs_share=1.0).tip_abs_share == 1.0
     with pytest.raises(ConfigError, match="set tip_weight > 0"):
-        TrainConfig.xray(tip_weight=0.0, tip_abs_weight=1.0)
-    with pytest.raises(ConfigError, match="tip_abs_weight must be"):
-        TrainConfig.xray(tip_abs_weight=-1.0)
+        TrainConfig.xray(tip_weight=0.0, tip_abs_share=1.0)
+    with pytest.raises(ConfigError, match="tip_abs_share must be"):
+        TrainConfig.xray(tip_abs_share=1.5)

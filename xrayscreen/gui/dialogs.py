@@ -93,8 +93,8 @@ def _score_steps(params: dict[str, Any]) -> str:
         reads = f"; reads a {cells} x {cells} grid of the encoder map too{how}" if cells else ""
         if conv := tip_evidence.conv_of(spec):
             reads = f"; a small convolution over the encoder map at {conv} x {conv} positions"
-        if w_abs := tip_evidence.abs_weight_of(spec):
-            reads += f"; plus {w_abs:g} x its logit against the held-out normal bags'"
+        if a := tip_evidence.abs_share_of(spec):
+            reads += f"; {a:.0%} of its weight on its logit against the held-out normal bags'"
         steps.append(
             f"plus {tip_evidence.weight_of(spec):g} x the projected-threat head "
             f"(within the scan; trained on simulated threats in the normal training bags{reads})"

@@ -15,11 +15,12 @@ simulated threats projected into the normal training bags, never on a real threa
 
 A scan with fewer than :data:`scan_norm.MIN_WINDOWS` scored windows gets no head term.
 
-With ``tip_abs_weight`` = a > 0 each view also gets ``a * (logit - loc) / scale``: the
-head's logit read ABSOLUTELY, ``loc`` / ``scale`` (per view: the median and 1.4826 x MAD
-of the logits of the held-out normal training scans' windows, fitted when the score is
-calibrated). The within-scan z forgets how threat-like a bag's most threat-like window
-is next to other bags', which is what a bag-level alarm asks (issue 7, twelfth session).
+With ``tip_abs_share`` = a > 0 a share ``a`` of the head's weight goes to its logit read
+ABSOLUTELY, ``(logit - loc) / scale`` (per view: the median and 1.4826 x MAD of the
+logits of the held-out normal training scans' windows, fitted when the score is
+calibrated), and ``1 - a`` to the within-scan z (:func:`reading`). The within-scan z
+forgets how threat-like a bag's most threat-like window is next to other bags', which is
+what a bag-level alarm asks (issue 7, twelfth session).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ CELL_MAX_KEY = "tip_cell_max"
 #: (:class:`xrayscreen.model.tip_head.ConvTipHead`); 0 (unset) = an MLP head.
 CONV_KEY = "tip_conv"
 MAX_CONV = 16
-#: Weight of the head's absolute reading (unset = 0, off) and its per-view location and
-#: scale, fitted on the held-out normal scans (:func:`absolute_reference`).
-ABS_WEIGHT_KEY = "tip_abs_weight"
+#: Share of the head's weight on its absolute reading (unset = 0: the within-scan z
+#: alone) and its per-view location and scale, fitted on the held-out normal scans
+#: (:func:`absolute_reference`).
+ABS_SHARE_KEY = "tip_abs_share"
 ABS_LOC_KEY = "tip_abs_loc"
 ABS_SCALE_KEY = "tip_abs_scale"
 MAX_WEIGHT = 10.0
@@ -121,13 +123,33 @@ def conv_of(spec: Any) -> int:
     return int(conv)
 
 
-def abs_weight_of(spec: Any) -> float:
-    """The weight of the head's absolute reading (0.0 when unset = off).
+def abs_share_of(spec: Any) -> float:
+    """The share of the head's weight on its absolute reading (0.0 when unset).
 
     Raises:
-        ConfigError: for a non-numeric weight or one outside [0, :data:`MAX_WEIGHT`].
+        ConfigError: for a non-numeric share or one outside [0, 1].
     """
-    return params.weight(spec, ABS_WEIGHT_KEY, MAX_WEIGHT)
+    share = params.number(spec, ABS_SHARE_KEY, 0.0, "a share in [0, 1]")
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
+        raise ConfigError(f"{ABS_SHARE_KEY} must be in [0, 1], got {share!r}")
+    return share
+
+
+def reading(logits: torch.Tensor, spec: Any, view: int, valid: torch.Tensor | None) -> torch.Tensor:
+    """The head's evidence for one view: its within-scan z (:func:`normalise`) and its
+    absolute reading (:func:`absolute`), weighted ``1 - a`` and ``a`` by the spec's
+    ``tip_abs_share`` ``a`` (a part with no weight is not computed).
+
+    Raises:
+        ConfigError: for non-finite logits or a missing absolute reference.
+    """
+    a = abs_share_of(spec)
+    out = torch.zeros_like(logits, dtype=torch.float32)
+    if a < 1.0:
+        out = out + (1.0 - a) * normalise(logits, valid)
+    if a > 0.0:
+        out = out + a * absolute(logits, spec, view, valid)
+    return out
 
 
 def absolute(
@@ -146,7 +168,7 @@ def absolute(
         scale = float(p[ABS_SCALE_KEY][view])
     except (KeyError, IndexError, TypeError, ValueError):
         raise ConfigError(
-            f"{ABS_WEIGHT_KEY} needs {ABS_LOC_KEY} and {ABS_SCALE_KEY} for every view "
+            f"{ABS_SHARE_KEY} needs {ABS_LOC_KEY} and {ABS_SCALE_KEY} for every view "
             "(fitted on held-out scans)"
         ) from None
     if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):

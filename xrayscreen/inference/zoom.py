@@ -147,18 +147,13 @@ def evidence(
                 "this model's score adds its projected-threat head: the head's logits are missing"
             )
         share = tip_evidence.window_share_of(spec) if raw_zoom is not None else 1.0
-        s = s + w_tip * share * tip_evidence.normalise(head.to(s.device), valid)
-        w_abs = tip_evidence.abs_weight_of(spec)
-        if w_abs:
-            s = s + w_abs * tip_evidence.absolute(head.to(s.device), spec, 0, valid)
+        s = s + w_tip * share * tip_evidence.reading(head.to(s.device), spec, 0, valid)
     if raw_zoom is not None:
         sz = scan_norm.normalise(zoom_spec(spec), raw_zoom.to(s.device), valid)
         if w_dens:
             sz = sz + w_dens * density.normalise(dens_zoom.to(s.device), valid)
         if w_tip:
-            sz = sz + w_tip * tip_evidence.normalise(head_zoom.to(s.device), valid)
-            if w_abs:
-                sz = sz + w_abs * tip_evidence.absolute(head_zoom.to(s.device), spec, 1, valid)
+            sz = sz + w_tip * tip_evidence.reading(head_zoom.to(s.device), spec, 1, valid)
         if mix_of(spec) == "max":
             s = torch.maximum(s, sz)
         else:

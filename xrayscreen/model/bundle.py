@@ -413,7 +413,7 @@ def _assemble(
         cells = tip_evidence.cells_of(score)
         cell_max = tip_evidence.cell_max_of(score)
         conv = tip_evidence.conv_of(score)
-        if wants_head and tip_evidence.abs_weight_of(score) > 0:  # its reference must be there
+        if wants_head and tip_evidence.abs_share_of(score) > 0:  # its reference must be there
             for view in range(2):
                 tip_evidence.absolute(torch.zeros(1), score, view, None)
     except ConfigError as exc:
