@@ -56,7 +56,7 @@ def test_model_card_says_how_the_score_is_made(tiny_bundle):
         tiny_bundle
     )
     tiny_bundle.score.params = {**params, "tip_abs_share": 1.0}
-    assert "100% of its weight on its logit against the held-out normal bags'" in (
+    assert "100% of its weight on its logit against the held-out normal bags" in (
         model_card_html(tiny_bundle)
     )
 
