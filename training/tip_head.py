@@ -275,17 +275,33 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
     net = nn.Sequential(
         nn.Linear(x.shape[1], HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, 1)
     )
+    return _fit_bce(net, x.float(), y, gen, EPOCHS)
+
+
+def _fit_bce(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    epochs: int,
+    bf16: bool = False,
+) -> nn.Module:
+    """Fit ``net``'s ``(N, 1)`` logits to ``y`` -- class-balanced BCE, Adam 1e-3 with weight
+    decay 1e-3, minibatches of 512 in ``gen``'s order -- and return it in eval mode.
+    Rows are cast to float32 a minibatch at a time (float16 rows stay small)."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
     p = float(y.mean())
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
-    xf, yf = x.float(), y.float()
+    yf = y.float()
     with torch.enable_grad():
-        for _ in range(EPOCHS):
-            perm = torch.randperm(len(xf), generator=gen)
-            for b in range(0, len(xf), 512):
+        for _ in range(epochs):
+            perm = torch.randperm(len(x), generator=gen)
+            for b in range(0, len(x), 512):
                 i = perm[b : b + 512]
                 opt.zero_grad()
-                lossf(net(xf[i]).squeeze(1), yf[i]).backward()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    out = net(x[i].float()).squeeze(1)
+                lossf(out.float(), yf[i]).backward()
                 opt.step()
     return net.eval()
 
@@ -320,22 +336,7 @@ def train_head(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = ConvNet(int(x.shape[1]))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
-    p = float(y.mean())
-    lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
-    yf = y.float()
-    fast = x.device.type == "cpu" and cpu_has_bf16()
-    with torch.enable_grad():
-        for _ in range(CONV_EPOCHS):
-            perm = torch.randperm(len(x), generator=gen)
-            for b in range(0, len(x), 512):
-                i = perm[b : b + 512]
-                opt.zero_grad()
-                with torch.autocast("cpu", torch.bfloat16, enabled=fast):
-                    out = net(x[i].float()).squeeze(1)
-                lossf(out.float(), yf[i]).backward()
-                opt.step()
-    return net.eval()
+    return _fit_bce(net, x, y, gen, CONV_EPOCHS, x.device.type == "cpu" and cpu_has_bf16())
 
 
 def fold_conv_standardisation(net: ConvNet, mean: torch.Tensor, std: torch.Tensor) -> nn.Sequential:

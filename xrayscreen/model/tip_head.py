@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +78,100 @@ def head_input(
     return torch.cat(parts, dim=1)
 
 
+_H = TypeVar("_H", bound="_StackedHead")
+
+
 @dataclass
-class TipHead:
+class _StackedHead:
+    """What both heads share: four tensors ``w1, b1, w2, b2`` with the views first,
+    stored in the bundle under the class's :attr:`prefix`."""
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+    prefix: ClassVar[str] = PREFIX
+
+    @property
+    def views(self) -> int:
+        """Number of views (columns of ``logits``)."""
+        return int(self.w1.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Width of what the head reads: the embedding's dimension (MLP), the encoder
+        map's channels (convolution)."""
+        return int(self.w1.shape[2])
+
+    def _key(self) -> tuple[int, ...]:
+        """What heads must share to be averaged."""
+        return self.views, self.dim
+
+    @classmethod
+    def average(cls: type[_H], heads: list[_H]) -> _H:
+        """One head whose logit is the mean of ``heads``' logits, per view: their hidden
+        units side by side, the output weights divided by their number (stored in the
+        same format, at the cost of a wider hidden layer). For a convolutional head the
+        mean is taken over the per-position logits, before they are pooled.
+
+        Raises:
+            ConfigError: for no heads, or heads of other views or input widths.
+        """
+        if not heads or any(h._key() != heads[0]._key() for h in heads):
+            raise ConfigError("only heads of the same views and input width can be averaged")
+        n = len(heads)
+        return cls(
+            w1=torch.cat([h.w1 for h in heads], dim=1),
+            b1=torch.cat([h.b1 for h in heads], dim=1),
+            w2=torch.cat([h.w2 for h in heads], dim=1) / n,
+            b2=torch.stack([h.b2 for h in heads]).mean(dim=0),
+        )
+
+    def to(self: _H, device: torch.device | str) -> _H:
+        """A float32 copy on ``device``."""
+        return type(self)(*(getattr(self, n).to(device, torch.float32) for n in _NAMES))
+
+    # -- storage -------------------------------------------------------------------
+    def tensors(self, half: bool = False) -> dict[str, torch.Tensor]:
+        """Tensors for the bundle's safetensors file: float32, or float16 with ``half``
+        (a tensor float16 cannot hold stays float32; loaded back as float32)."""
+        return {f"{self.prefix}{n}": _stored(getattr(self, n), half) for n in _NAMES}
+
+    def as_stored(self: _H, half: bool) -> _H:
+        """The head as :meth:`tensors` will store it, back in float32: what a bundle saved
+        with float16 weights scores with, so its calibration can be fitted on it."""
+        return type(self)(*(_stored(getattr(self, n), half).float() for n in _NAMES))
+
+    @classmethod
+    def _read(cls, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The four tensors from a bundle's, checked for presence, fit and finiteness
+        (the caller checks ``w1``'s shape first).
+
+        Raises:
+            ConfigError: missing, inconsistent or non-finite tensors.
+        """
+        try:
+            return tuple(tensors[f"{cls.prefix}{n}"].float() for n in _NAMES)
+        except KeyError as exc:
+            raise ConfigError(f"TIP head incomplete: {exc.args[0]} missing") from None
+
+    @staticmethod
+    def _check(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> None:
+        v, h = w1.shape[:2]
+        if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
+            raise ConfigError("TIP head shapes do not fit together")
+        if not all(torch.isfinite(t).all() for t in (w1, b1, w2, b2)):
+            raise ConfigError("TIP head contains NaN / Inf")
+
+    @classmethod
+    def present(cls, tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether a bundle's tensors hold a head of this kind."""
+        return any(k.startswith(cls.prefix) for k in tensors)
+
+
+@dataclass
+class TipHead(_StackedHead):
     """One small MLP per view on feature-memory embeddings.
 
     Attributes:
@@ -87,21 +180,6 @@ class TipHead:
         w2: ``(V, H)`` output weights.
         b2: ``(V,)`` output biases.
     """
-
-    w1: torch.Tensor
-    b1: torch.Tensor
-    w2: torch.Tensor
-    b2: torch.Tensor
-
-    @property
-    def views(self) -> int:
-        """Number of views (columns of :meth:`logits`)."""
-        return int(self.w1.shape[0])
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension the head reads."""
-        return int(self.w1.shape[2])
 
     @classmethod
     def from_modules(cls, nets: list[nn.Sequential]) -> TipHead:
@@ -121,29 +199,6 @@ class TipHead:
                 b2=torch.stack([ls[1].bias.detach().float().cpu()[0] for ls in lin]),
             )
 
-    @classmethod
-    def average(cls, heads: list[TipHead]) -> TipHead:
-        """One head whose logit is the mean of ``heads``' logits, per view: their hidden
-        units side by side, the output weights divided by their number (stored in the
-        same format, at the cost of a wider hidden layer).
-
-        Raises:
-            ConfigError: for no heads, or heads of other views or input widths.
-        """
-        if not heads or any((h.views, h.dim) != (heads[0].views, heads[0].dim) for h in heads):
-            raise ConfigError("only heads of the same views and input width can be averaged")
-        n = len(heads)
-        return cls(
-            w1=torch.cat([h.w1 for h in heads], dim=1),
-            b1=torch.cat([h.b1 for h in heads], dim=1),
-            w2=torch.cat([h.w2 for h in heads], dim=1) / n,
-            b2=torch.stack([h.b2 for h in heads]).mean(dim=0),
-        )
-
-    def to(self, device: torch.device | str) -> TipHead:
-        """A float32 copy on ``device``."""
-        return TipHead(*(getattr(self, n).to(device, torch.float32) for n in _NAMES))
-
     def logits(self, emb: torch.Tensor) -> torch.Tensor:
         """``(N, V)`` float32 logits of standardised embeddings ``(N, D)``, every view's head.
 
@@ -154,17 +209,6 @@ class TipHead:
         h = torch.relu(torch.einsum("nd,vhd->vnh", q, self.w1) + self.b1[:, None])
         return torch.einsum("vnh,vh->nv", h, self.w2) + self.b2
 
-    # -- storage -------------------------------------------------------------------
-    def tensors(self, half: bool = False) -> dict[str, torch.Tensor]:
-        """Tensors for the bundle's safetensors file: float32, or float16 with ``half``
-        (a tensor float16 cannot hold stays float32; loaded back as float32)."""
-        return {f"{PREFIX}{n}": _stored(getattr(self, n), half) for n in _NAMES}
-
-    def as_stored(self, half: bool) -> TipHead:
-        """The head as :meth:`tensors` will store it, back in float32: what a bundle saved
-        with float16 weights scores with, so its calibration can be fitted on it."""
-        return TipHead(*(_stored(getattr(self, n), half).float() for n in _NAMES))
-
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> TipHead:
         """Rebuild from :meth:`tensors`, checking shapes against ``dim``, the input width
@@ -173,33 +217,18 @@ class TipHead:
         Raises:
             ConfigError: missing, inconsistent or non-finite tensors.
         """
-        try:
-            w1, b1, w2, b2 = (tensors[f"{PREFIX}{n}"].float() for n in _NAMES)
-        except KeyError as exc:
-            raise ConfigError(f"TIP head incomplete: {exc.args[0]} missing") from None
+        w1, b1, w2, b2 = cls._read(tensors)
         if w1.ndim != 3 or w1.shape[0] != len(VIEWS) or w1.shape[2] != dim:
             raise ConfigError(
                 f"TIP head weights {tuple(w1.shape)} do not fit {len(VIEWS)} views of "
                 f"{dim}-dimensional inputs"
             )
-        v, h = w1.shape[:2]
-        if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
-            raise ConfigError("TIP head shapes do not fit together")
-        if not all(torch.isfinite(t).all() for t in (w1, b1, w2, b2)):
-            raise ConfigError("TIP head contains NaN / Inf")
+        cls._check(w1, b1, w2, b2)
         return cls(w1=w1, b1=b1, w2=w2, b2=b2)
-
-    @staticmethod
-    def present(tensors: dict[str, torch.Tensor]) -> bool:
-        """Whether a bundle's tensors hold a head."""
-        return any(k.startswith(PREFIX) for k in tensors)
-
-
-_CONV_NAMES = ("w1", "b1", "w2", "b2")
 
 
 @dataclass
-class ConvTipHead:
+class ConvTipHead(_StackedHead):
     """One small convolutional head per view on the encoder map (issue 7, twelfth session).
 
     The MLP heads read a fixed grid of the window, so a blade in the window's top-left cell
@@ -217,25 +246,15 @@ class ConvTipHead:
         b2: ``(V,)`` output biases.
     """
 
-    w1: torch.Tensor
-    b1: torch.Tensor
-    w2: torch.Tensor
-    b2: torch.Tensor
-
-    @property
-    def views(self) -> int:
-        """Number of views (columns of :meth:`logits`)."""
-        return int(self.w1.shape[0])
-
-    @property
-    def dim(self) -> int:
-        """Channels of the encoder map the head reads."""
-        return int(self.w1.shape[2])
+    prefix: ClassVar[str] = CONV_PREFIX
 
     @property
     def kernel(self) -> int:
         """Side of the convolution."""
         return int(self.w1.shape[3])
+
+    def _key(self) -> tuple[int, ...]:
+        return self.views, self.dim, self.kernel
 
     def position_logits(self, fmap: torch.Tensor) -> torch.Tensor:
         """``(V, N, h', w')`` per-position logits of a pooled encoder map ``(N, C, h, w)``
@@ -278,38 +297,6 @@ class ConvTipHead:
             )
 
     @classmethod
-    def average(cls, heads: list[ConvTipHead]) -> ConvTipHead:
-        """One head whose per-position logits are the mean of ``heads``' (their hidden
-        channels side by side, output weights divided by their number), pooled once: an
-        ensemble of the detectors, stored in the same format.
-
-        Raises:
-            ConfigError: for no heads, or heads of other views, channels or kernels.
-        """
-        key = [(h.views, h.dim, h.kernel) for h in heads]
-        if not heads or any(k != key[0] for k in key):
-            raise ConfigError("only heads of the same views, channels and kernel can be averaged")
-        n = len(heads)
-        return cls(
-            w1=torch.cat([h.w1 for h in heads], dim=1),
-            b1=torch.cat([h.b1 for h in heads], dim=1),
-            w2=torch.cat([h.w2 for h in heads], dim=1) / n,
-            b2=torch.stack([h.b2 for h in heads]).mean(dim=0),
-        )
-
-    def to(self, device: torch.device | str) -> ConvTipHead:
-        """A float32 copy on ``device``."""
-        return ConvTipHead(*(getattr(self, n).to(device, torch.float32) for n in _CONV_NAMES))
-
-    def tensors(self, half: bool = False) -> dict[str, torch.Tensor]:
-        """Tensors for the bundle's safetensors file (see :meth:`TipHead.tensors`)."""
-        return {f"{CONV_PREFIX}{n}": _stored(getattr(self, n), half) for n in _CONV_NAMES}
-
-    def as_stored(self, half: bool) -> ConvTipHead:
-        """The head as :meth:`tensors` will store it, back in float32."""
-        return ConvTipHead(*(_stored(getattr(self, n), half).float() for n in _CONV_NAMES))
-
-    @classmethod
     def from_tensors(
         cls, tensors: dict[str, torch.Tensor], channels: int, side: int
     ) -> ConvTipHead:
@@ -319,10 +306,7 @@ class ConvTipHead:
         Raises:
             ConfigError: missing, inconsistent or non-finite tensors.
         """
-        try:
-            w1, b1, w2, b2 = (tensors[f"{CONV_PREFIX}{n}"].float() for n in _CONV_NAMES)
-        except KeyError as exc:
-            raise ConfigError(f"TIP head incomplete: {exc.args[0]} missing") from None
+        w1, b1, w2, b2 = cls._read(tensors)
         if (
             w1.ndim != 5
             or w1.shape[0] != len(VIEWS)
@@ -334,17 +318,8 @@ class ConvTipHead:
                 f"convolutional TIP head weights {tuple(w1.shape)} do not fit {len(VIEWS)} "
                 f"views of a {channels}-channel map pooled to {side} x {side}"
             )
-        v, h = w1.shape[:2]
-        if b1.shape != (v, h) or w2.shape != (v, h) or b2.shape != (v,):
-            raise ConfigError("TIP head shapes do not fit together")
-        if not all(torch.isfinite(t).all() for t in (w1, b1, w2, b2)):
-            raise ConfigError("TIP head contains NaN / Inf")
+        cls._check(w1, b1, w2, b2)
         return cls(w1=w1, b1=b1, w2=w2, b2=b2)
-
-    @staticmethod
-    def present(tensors: dict[str, torch.Tensor]) -> bool:
-        """Whether a bundle's tensors hold a convolutional head."""
-        return any(k.startswith(CONV_PREFIX) for k in tensors)
 
 
 def _stored(t: torch.Tensor, half: bool) -> torch.Tensor:
