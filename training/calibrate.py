@@ -255,22 +255,25 @@ def _with_absolute_reference(bundle: ModelBundle, results: list) -> None:
 
 def _with_zoom_reference(bundle: ModelBundle, results: list) -> None:
     """Fit the zoomed-out view's scan-normalisation fallback statistics on the held-out
-    scans' raw zoomed scores (when there is a zoomed view), store them in the bundle's
-    score, and recompute every scan's window scores with the bundle's score as it now
-    stands (in place). Only scans too small for their own statistics change, unless the
-    score gained a term since the scans were scored (the head's absolute reading)."""
+    scans' raw zoomed scores and store them in the bundle's score."""
     fgs = [~r.background for r in results]
-    if zoom.enabled(bundle.score):
-        bundle.score.params = {
-            **bundle.score.params,
-            **{
-                f"{k}_zoom": v
-                for k, v in scan_norm.reference(
-                    [r.raw_zoom_scores[fg].astype(np.float64) for r, fg in zip(results, fgs)]
-                ).items()
-            },
-        }
-    for r, fg in zip(results, fgs):
+    bundle.score.params = {
+        **bundle.score.params,
+        **{
+            f"{k}_zoom": v
+            for k, v in scan_norm.reference(
+                [r.raw_zoom_scores[fg].astype(np.float64) for r, fg in zip(results, fgs)]
+            ).items()
+        },
+    }
+
+
+def _rescore(bundle: ModelBundle, results: list) -> None:
+    """Recompute every scan's window scores from its raw terms with the bundle's score as
+    it now stands (in place): after the zoomed view's fallback statistics (only scans too
+    small for their own change) or the head's absolute reference were fitted."""
+    for r in results:
+        fg = ~r.background
         s = zoom.evidence(
             bundle.score,
             torch.from_numpy(r.raw_scores),
@@ -330,8 +333,10 @@ def calibrate_on_scans(
         raise ConfigError("calibration needs held-out normal scans with scored windows")
     if absolute:
         _with_absolute_reference(bundle, results)
-    if zoom.enabled(bundle.score) or absolute:
+    if zoom.enabled(bundle.score):
         _with_zoom_reference(bundle, results)
+    if zoom.enabled(bundle.score) or absolute:
+        _rescore(bundle, results)
     per_scan = [r.window_scores[~r.background].astype(np.float64) for r in results]
     cal = Calibration.fit(np.concatenate(per_scan), target_window_far, per_scan)
     # Bag peaks as the product sees them: the heat map (calibrated windows, background at

@@ -87,10 +87,19 @@ def cells_of(spec: Any) -> int:
     Raises:
         ConfigError: for a non-integer side or one outside [0, :data:`MAX_CELLS`].
     """
-    cells = params.number(spec, CELLS_KEY, 0, "a whole number of cells")
-    if not (0 <= cells <= MAX_CELLS and float(cells).is_integer()):
-        raise ConfigError(f"{CELLS_KEY} must be a whole number in [0, {MAX_CELLS}], got {cells!r}")
-    return int(cells)
+    return _side(spec, CELLS_KEY, MAX_CELLS, "cells")
+
+
+def _side(spec: Any, key: str, maximum: int, what: str) -> int:
+    """``params[key]`` as a whole number in [0, ``maximum``] (0 when unset).
+
+    Raises:
+        ConfigError: for a non-integer value or one outside the range.
+    """
+    side = params.number(spec, key, 0, f"a whole number of {what}")
+    if not (0 <= side <= maximum and float(side).is_integer()):
+        raise ConfigError(f"{key} must be a whole number in [0, {maximum}], got {side!r}")
+    return int(side)
 
 
 def cell_max_of(spec: Any) -> bool:
@@ -115,12 +124,10 @@ def conv_of(spec: Any) -> int:
         ConfigError: for a non-integer side, one outside [0, :data:`MAX_CONV`], or one
             set together with a grid (the two heads read different inputs).
     """
-    conv = params.number(spec, CONV_KEY, 0, "a whole number of positions")
-    if not (0 <= conv <= MAX_CONV and float(conv).is_integer()):
-        raise ConfigError(f"{CONV_KEY} must be a whole number in [0, {MAX_CONV}], got {conv!r}")
+    conv = _side(spec, CONV_KEY, MAX_CONV, "positions")
     if conv and cells_of(spec):
         raise ConfigError(f"{CONV_KEY} and {CELLS_KEY} are two kinds of head; set one")
-    return int(conv)
+    return conv
 
 
 def abs_share_of(spec: Any) -> float:
