@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         help="heads averaged, each fitted on its own draw of projected threats",
     )
     p.add_argument(
+        "--subsets",
+        default="",
+        help="also the figures of these subsets of the draws averaged, FIRST-LAST[,FIRST-LAST] "
+        "(e.g. 0-2,3-5: two three-draw ensembles from one six-draw run)",
+    )
+    p.add_argument(
         "--seed-offset",
         type=int,
         default=0,
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     per_bag = a.per_bag or cfg.tip_per_bag
-    heads = []
+    heads, infos = [], []
     for k in range(a.draws):  # draw k's seed = offset k's: draws 0 and 1 ARE offsets 0 and 1
         seed = cfg.seed + a.seed_offset + k
         scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.standardise()
         head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
         heads.append(head)
+        infos.append(info.get("heldout_auc"))
         del rows
     t1 = time.perf_counter()
 
@@ -106,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = [(ln.strip(), "benign") for ln in open(a.normal) if ln.strip()]
     paths += [(ln.strip(), "threat") for ln in open(a.threat) if ln.strip()]
     base = bag_figures(bags)
+    subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
+    per_draw: list[dict[str, torch.Tensor]] = []  # per bag: view key -> [draws, windows]
     for bag, (path, kind) in zip(bags, paths):
         ps = prepare_scan(Path(path), kind, src if kind == "threat" else None, tuple(src.classes))
         if ps.name != bag["name"]:
@@ -116,12 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.nonzero(valid).flatten()
         zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(b.score), b.input.representation, air)
         views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
+        kept: dict[str, torch.Tensor] = {}
         for v, (key, w) in enumerate(zip(("h", "hz"), views)):
-            logit = torch.zeros(len(valid))
             inp = engine.embed_windows(w, a.cells)
-            logit[idx] = torch.stack([h.logits(inp)[:, v] for h in heads]).mean(0)
-            bag[key] = tip_evidence.normalise(logit, valid).numpy()
-    grid = bag_figures(bags)
+            kept[key] = torch.zeros(len(heads), len(valid))
+            kept[key][:, idx] = torch.stack([h.logits(inp)[:, v] for h in heads])
+        per_draw.append(kept)
+
+    def figures(first: int, last: int) -> dict[str, float]:
+        for bag, kept in zip(bags, per_draw):
+            valid = torch.from_numpy(bag["valid"])
+            for key, logits in kept.items():
+                logit = logits[first : last + 1].mean(0)
+                bag[key] = tip_evidence.normalise(logit, valid).numpy()
+        return bag_figures(bags)
+
+    by_subset = {f"{f}-{la}": figures(f, la) for f, la in subsets}
+    grid = figures(0, len(heads) - 1)
     print(
         json.dumps(
             {
@@ -138,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tip_head": info,
                 "pooled_head": base,
                 "grid_head": grid,
+                "subsets": by_subset,
+                "heldout_auc_draws": [h_info for h_info in infos],
                 "fit_s": round(t1 - t0, 1),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
