@@ -119,10 +119,13 @@ def combine(
     context_self: float = 0.25,
     wa: float = 0.0,
     wma: float = 0.0,
+    head_after: float = 0.0,
 ) -> np.ndarray:
     """The product's window score from saved terms under the given settings; ``wa`` /
     ``wma`` add the head's / GANomaly's ABSOLUTE reading (``h_abs``, ``m_abs``: the raw
-    value standardised across bags, :func:`add_absolute`) at that weight."""
+    value standardised across bags, :func:`add_absolute`) at that weight; ``head_after``
+    adds the head's larger view z at that weight AFTER the spatial context (probe of the
+    thirteenth session: a compact threat's head evidence kept out of the neighbours' mean)."""
     h, hz = bag["h"], bag["hz"]
     if cap is not None:
         h, hz = np.minimum(h, cap), np.minimum(hz, cap)
@@ -138,7 +141,10 @@ def combine(
     )
     valid = torch.from_numpy(bag["valid"])
     s = torch.from_numpy(s.astype(np.float32))
-    return context.apply(spec, s, bag["grid"], valid).numpy()
+    out = context.apply(spec, s, bag["grid"], valid).numpy()
+    if head_after:
+        out = out + head_after * np.maximum(bag["h"], bag["hz"])
+    return out
 
 
 def bag_figures(bags: list[dict[str, Any]], saved: bool = False, **kw: Any) -> dict[str, float]:
@@ -220,6 +226,17 @@ SWEEP_ABS: dict[str, dict[str, Any]] = {
     "model_abs_0.5": {"wma": 0.5},
     "model_abs_1": {"wma": 1.0},
     "both_abs_0.5": {"wa": 0.5, "wma": 0.5},
+    # Thirteenth session: a partial share of the head's weight 1 on its absolute reading.
+    "head_abs_share_0.25": {"wa": 0.25, "wh": 0.75, "whz": 0.75},
+    "head_abs_share_0.5": {"wa": 0.5, "wh": 0.5, "whz": 0.5},
+}
+
+#: Thirteenth session: the head's evidence kept (partly) out of the spatial context.
+SWEEP_HEAD_AFTER: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "head_after_0.5": {"wh": 0.0, "whz": 0.0, "head_after": 0.5},
+    "head_after_1": {"wh": 0.0, "whz": 0.0, "head_after": 1.0},
+    "head_split_0.5": {"wh": 0.5, "whz": 0.5, "head_after": 0.5},
 }
 
 
@@ -232,6 +249,8 @@ def sweep(a: argparse.Namespace) -> None:
         for d in data:
             add_absolute(d)
         table = SWEEP_ABS
+    elif a.head_after:
+        table = SWEEP_HEAD_AFTER
     for name, kw in table.items():
         rows = [bag_figures(d, **kw) for d in data]
         mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
@@ -256,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         "--absolute",
         action="store_true",
         help="sweep absolute readings of the head and GANomaly (needs dumps with raw terms)",
+    )
+    s.add_argument(
+        "--head-after",
+        action="store_true",
+        help="sweep the head's evidence added after the spatial context",
     )
     a = p.parse_args(argv)
     if a.cmd == "dump":
