@@ -10,7 +10,10 @@ z-score with the other evidence terms saved by ``evidence_terms.py`` (same formu
 the product's score, bag point read at the highest window) -- minutes, where the product
 path (``rescore_bundle.py --tip-cells`` + ``xrayscreen evaluate``) takes a quarter hour
 per seed. It was run before ``tip_cells`` existed, with its own copy of the grid pooling;
-it now calls the product's. Prints JSON::
+it now calls the product's. Since the thirteenth session it also measures how much of a
+head's bag figures is the luck of its draws of projected threats: ``--draws 9 --subsets
+0-2,3-5,6-8`` fits nine draws once and reads three independent three-draw heads (the
+shipped recipe is draws 0-2). Prints JSON::
 
     python benchmarks/research/grid_head_probe.py --bundle /tmp/models/jt1_s6 \\
         --sources /tmp/sixray_lists/benign_train.txt --terms /tmp/s10/dec_jt1_s6.npz \\
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pooled_head": base,
                 "grid_head": grid,
                 "subsets": by_subset,
-                "heldout_auc_draws": [h_info for h_info in infos],
+                "heldout_auc_draws": infos,
                 "fit_s": round(t1 - t0, 1),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
