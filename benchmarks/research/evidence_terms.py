@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,44 @@ def dump(a: argparse.Namespace) -> None:
             save[f"{i}_grid"] = np.array([g.height, g.width, g.window, g.stride])
     np.savez_compressed(a.out, names=np.array(names), kinds=np.array(kinds), **save)
     print(json.dumps({"bundle": a.bundle, "bags": len(names), "out": a.out}))
+
+
+def bag_views(
+    bundle: Any, bags: list[dict[str, Any]], normal: str, threat: str, labels: str, masks: str
+) -> Iterator[tuple[dict[str, Any], torch.Tensor, list[torch.Tensor]]]:
+    """Each bag saved by ``dump`` (from :func:`load_terms`, in its order) with the indices
+    of its valid windows and those windows' two views as the product cuts them (the
+    window, its zoomed-out view), for probes that re-read the bags with another head.
+
+    Raises:
+        SystemExit: when the lists do not name the saved bags in the saved order.
+    """
+    from xrayscreen.evaluation.annotations import AnnotationSource
+    from xrayscreen.evaluation.dataset import prepare_scan
+    from xrayscreen.imaging.representation import model_input
+    from xrayscreen.inference import zoom
+    from xrayscreen.inference.engine import air_value
+    from xrayscreen.inference.windows import gather_windows, pad_with_air
+
+    src = AnnotationSource(labels=labels, masks=masks)
+    air = torch.tensor(air_value(bundle.input.representation))
+    paths = [(ln.strip(), "benign") for ln in open(normal) if ln.strip()]
+    paths += [(ln.strip(), "threat") for ln in open(threat) if ln.strip()]
+    if len(paths) != len(bags):
+        raise SystemExit(f"{len(paths)} bags listed, {len(bags)} saved")
+    rep = bundle.input.representation
+    for bag, (path, kind) in zip(bags, paths):
+        ps = prepare_scan(Path(path), kind, src if kind == "threat" else None, tuple(src.classes))
+        if ps.name != bag["name"]:
+            raise SystemExit(f"bag order differs: {ps.name} vs {bag['name']}")
+        x = torch.from_numpy(model_input(ps.scan, rep, bundle.input.scale))
+        idx = torch.nonzero(torch.from_numpy(bag["valid"])).flatten()
+        zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(bundle.score), rep, air)
+        yield (
+            bag,
+            idx,
+            [gather_windows(pad_with_air(x, ps.grid, air), ps.grid, idx), zv.windows(idx)],
+        )
 
 
 def load_terms(path: str) -> list[dict[str, Any]]:

@@ -31,19 +31,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from xrayscreen.evaluation.annotations import AnnotationSource
-from xrayscreen.evaluation.dataset import prepare_scan
-from xrayscreen.imaging.representation import model_input
-from xrayscreen.inference import tip_evidence, zoom
-from xrayscreen.inference.engine import ScoringEngine, air_value
-from xrayscreen.inference.windows import gather_windows, pad_with_air
+from xrayscreen.inference import tip_evidence
+from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import load_bundle
 from xrayscreen.training import tip_head as fit
 from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import bag_figures, load_terms
+from evidence_terms import bag_figures, bag_views, load_terms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,27 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     # The val bags, in the order evidence_terms.py saved them.
     bags = load_terms(a.terms)
     engine = ScoringEngine(b, torch.device("cpu"))
-    src = AnnotationSource(labels=a.labels, masks=a.masks)
-    air = torch.tensor(air_value(b.input.representation))
-    paths = [(ln.strip(), "benign") for ln in open(a.normal) if ln.strip()]
-    paths += [(ln.strip(), "threat") for ln in open(a.threat) if ln.strip()]
     base = bag_figures(bags)
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
     per_draw: list[dict[str, torch.Tensor]] = []  # per bag: view key -> [draws, windows]
-    for bag, (path, kind) in zip(bags, paths):
-        ps = prepare_scan(Path(path), kind, src if kind == "threat" else None, tuple(src.classes))
-        if ps.name != bag["name"]:
-            raise SystemExit(f"bag order differs: {ps.name} vs {bag['name']}")
-        x = torch.from_numpy(model_input(ps.scan, b.input.representation, b.input.scale))
-        padded = pad_with_air(x, ps.grid, air)
-        valid = torch.from_numpy(bag["valid"])
-        idx = torch.nonzero(valid).flatten()
-        zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(b.score), b.input.representation, air)
-        views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
+    for bag, idx, views in bag_views(b, bags, a.normal, a.threat, a.labels, a.masks):
         kept: dict[str, torch.Tensor] = {}
         for v, (key, w) in enumerate(zip(("h", "hz"), views)):
             inp = engine.embed_windows(w, a.cells)
-            kept[key] = torch.zeros(len(heads), len(valid))
+            kept[key] = torch.zeros(len(heads), len(bag["valid"]))
             kept[key][:, idx] = torch.stack([h.logits(inp)[:, v] for h in heads])
         per_draw.append(kept)
 

@@ -26,16 +26,12 @@ from pathlib import Path
 
 import torch
 
-from xrayscreen.evaluation.annotations import AnnotationSource
-from xrayscreen.evaluation.dataset import prepare_scan
-from xrayscreen.imaging.representation import model_input
-from xrayscreen.inference import tip_evidence, zoom
-from xrayscreen.inference.engine import ScoringEngine, air_value
-from xrayscreen.inference.windows import gather_windows, pad_with_air
+from xrayscreen.inference import tip_evidence
+from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import load_bundle
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import bag_figures, load_terms
+from evidence_terms import bag_figures, bag_views, load_terms
 
 #: Flips of a window (dims of an ``(N, C, h, w)`` batch): none, left-right, up-down, both.
 FLIPS: dict[str, tuple[int, ...]] = {"none": (), "lr": (-1,), "ud": (-2,), "both": (-2, -1)}
@@ -67,28 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     head = b.tip_head
     bags = load_terms(a.terms)
     engine = ScoringEngine(b, torch.device("cpu"))
-    src = AnnotationSource(labels=a.labels, masks=a.masks)
-    air = torch.tensor(air_value(b.input.representation))
-    paths = [(ln.strip(), "benign") for ln in open(a.normal) if ln.strip()]
-    paths += [(ln.strip(), "threat") for ln in open(a.threat) if ln.strip()]
-    if len(paths) != len(bags):
-        raise SystemExit(f"{len(paths)} bags listed, {len(bags)} saved")
     per_flip: list[dict[str, dict[str, torch.Tensor]]] = []  # bag -> view -> flip -> logits
-    for bag, (path, kind) in zip(bags, paths):
-        ps = prepare_scan(Path(path), kind, src if kind == "threat" else None, tuple(src.classes))
-        if ps.name != bag["name"]:
-            raise SystemExit(f"bag order differs: {ps.name} vs {bag['name']}")
-        x = torch.from_numpy(model_input(ps.scan, b.input.representation, b.input.scale))
-        padded = pad_with_air(x, ps.grid, air)
-        valid = torch.from_numpy(bag["valid"])
-        idx = torch.nonzero(valid).flatten()
-        zv = zoom.ZoomedView(ps.scan, ps.grid, zoom.factor_of(b.score), b.input.representation, air)
-        views = [gather_windows(padded, ps.grid, idx), zv.windows(idx)]
+    for bag, idx, views in bag_views(b, bags, a.normal, a.threat, a.labels, a.masks):
         kept: dict[str, dict[str, torch.Tensor]] = {}
         for v, (key, w) in enumerate(zip(("h", "hz"), views)):
             kept[key] = {}
             for name, dims in FLIPS.items():
-                logit = torch.zeros(len(valid))
+                logit = torch.zeros(len(bag["valid"]))
                 wf = torch.flip(w, dims) if dims else w
                 logit[idx] = head.logits(engine.embed_windows(wf, cells))[:, v]
                 kept[key][name] = logit
