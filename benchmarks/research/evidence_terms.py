@@ -96,6 +96,15 @@ def dump(a: argparse.Namespace) -> None:
     print(json.dumps({"bundle": a.bundle, "bags": len(names), "out": a.out}))
 
 
+def add_bag_lists(p: argparse.ArgumentParser) -> None:
+    """The arguments that name a dump's bags: the benign and threat lists, in the order
+    ``dump`` reads them, and the threat bags' boxes and masks."""
+    p.add_argument("--normal", required=True)
+    p.add_argument("--threat", required=True)
+    p.add_argument("--labels", default="../shared/data/sixray/threat/labels_yolo")
+    p.add_argument("--masks", default="../shared/data/sixray/threat/masks")
+
+
 def bag_views(
     bundle: Any, bags: list[dict[str, Any]], normal: str, threat: str, labels: str, masks: str
 ) -> Iterator[tuple[dict[str, Any], torch.Tensor, list[torch.Tensor]]]:
@@ -302,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dump")
     d.add_argument("--bundle", required=True)
-    d.add_argument("--normal", required=True)
-    d.add_argument("--threat", required=True)
-    d.add_argument("--labels", default="../shared/data/sixray/threat/labels_yolo")
-    d.add_argument("--masks", default="../shared/data/sixray/threat/masks")
+    add_bag_lists(d)
     d.add_argument("--out", required=True)
     d.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sweep")

@@ -39,7 +39,7 @@ from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import bag_figures, bag_views, load_terms
+from evidence_terms import add_bag_lists, bag_figures, bag_views, load_terms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True)
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
-    p.add_argument("--normal", required=True)
-    p.add_argument("--threat", required=True)
-    p.add_argument("--labels", default="../shared/data/sixray/threat/labels_yolo")
-    p.add_argument("--masks", default="../shared/data/sixray/threat/masks")
+    add_bag_lists(p)
     p.add_argument("--cells", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     # Research variants (eleventh session), each off by default:

@@ -31,7 +31,7 @@ from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import load_bundle
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import bag_figures, bag_views, load_terms
+from evidence_terms import add_bag_lists, bag_figures, bag_views, load_terms
 
 #: Flips of a window (dims of an ``(N, C, h, w)`` batch): none, left-right, up-down, both.
 FLIPS: dict[str, tuple[int, ...]] = {"none": (), "lr": (-1,), "ud": (-2,), "both": (-2, -1)}
@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", required=True)
     p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
-    p.add_argument("--normal", required=True)
-    p.add_argument("--threat", required=True)
-    p.add_argument("--labels", default="../shared/data/sixray/threat/labels_yolo")
-    p.add_argument("--masks", default="../shared/data/sixray/threat/masks")
+    add_bag_lists(p)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
