@@ -238,6 +238,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature_knn: the memory also draws from training windows whose colours are "
         "turned by these angles (another palette; no values = none)",
     )
+    parser.add_argument(
+        "--tip-size-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="range of the factor a training scan's pixel pitch is multiplied by for the "
+        "projected-threat head's threats (1 = physical size, 2 = half as large; default 1 2)",
+    )
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
@@ -273,6 +282,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["bank_gammas"] = list(args.bank_gammas)
     if getattr(args, "bank_hues", None) is not None:
         base["bank_hues"] = list(args.bank_hues)
+    if getattr(args, "tip_size_range", None) is not None:
+        base["tip_size_range"] = list(args.tip_size_range)
     if args.window is not None and args.stride is None and not args.config:
         base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:

@@ -194,6 +194,10 @@ class TrainConfig:
             (one fit's luck moves the bag-level figures; eleventh session); 1 = one head.
         tip_members: Nets averaged into the head per view, each fitted on its own
             sub-sample of the bags (1 = one net).
+        tip_size_range: Range (uniform) of the factor a training scan's pixel pitch is
+            multiplied by for the head's projected threats: 1 = the simulator's physical
+            size (a scan without a known pitch spans 800 mm), 2 = shown half as large,
+            0.5 = twice as large.
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -275,6 +279,7 @@ class TrainConfig:
     tip_conv: int = 0
     tip_abs_share: float = 0.0
     tip_draws: int = 1
+    tip_size_range: tuple[float, float] = (1.0, 2.0)
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -291,6 +296,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.tip_size_range = tuple(float(v) for v in self.tip_size_range)  # type: ignore[assignment]
         self.bank_gammas = [float(g) for g in self.bank_gammas]
         self.bank_hues = [float(h) for h in self.bank_hues]
         if self.stride is None:
@@ -421,6 +427,11 @@ class TrainConfig:
             raise ConfigError(f"tip_draws must be 1-8 heads, got {self.tip_draws}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
+        size = self.tip_size_range
+        if len(size) != 2 or not 0.25 <= size[0] <= size[1] <= 4.0:
+            raise ConfigError(
+                f"tip_size_range must be two factors 0.25 <= low <= high <= 4, got {list(size)}"
+            )
         if self.tip_weight > 0 and (
             self.score_kind not in FEATURE_KINDS or self.scan_norm != "robust_z"
         ):
@@ -485,6 +496,7 @@ class TrainConfig:
         """Plain JSON-able dict."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["tip_size_range"] = list(self.tip_size_range)
         return d
 
     @classmethod

@@ -531,6 +531,7 @@ def _fit_tip(
             cell_max=cfg.tip_cell_max,
             conv=cfg.tip_conv,
             draws=cfg.tip_draws,
+            size_range=cfg.tip_size_range,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]

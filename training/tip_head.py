@@ -222,10 +222,11 @@ def collect_rows(
     cells: int = 0,
     cell_max: bool = False,
     conv: int = 0,
+    size_range: tuple[float, float] = SIZE_RANGE,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
-    projections and the sample do not change).
+    projections and the sample do not change). ``size_range``: see :func:`project_bag`.
 
     Raises:
         ConfigError: when no projected window could be labelled a threat.
@@ -238,7 +239,7 @@ def collect_rows(
     ys, bags, flags = [], [], []
     n_bags = n_threats = 0
     for scan in scans:
-        tip, boxes = project_bag(scan, rng, per_bag, clutter=clutter)
+        tip, boxes = project_bag(scan, rng, per_bag, size_range, clutter=clutter)
         rows, labels, sampled = _window_rows(
             engine, tip, boxes, rng, every_negative, cells, cell_max, conv
         )
@@ -518,6 +519,7 @@ def fit_tip_head(
     cell_max: bool = False,
     draws: int = 1,
     conv: int = 0,
+    size_range: tuple[float, float] = SIZE_RANGE,
 ) -> tuple[TipHead | ConvTipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -546,6 +548,8 @@ def fit_tip_head(
         conv: A convolutional head (:class:`~xrayscreen.model.tip_head.ConvTipHead`) on
             the encoder map max-pooled to ``conv`` x ``conv`` positions instead of the MLP
             (0 = the MLP; exclusive with ``cells``, ``members`` and mining).
+        size_range: Range (uniform) of the factor the scan's pixel pitch is multiplied
+            by for each projected bag (1 = the threats' physical size, 2 = half as large).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -581,6 +585,7 @@ def fit_tip_head(
             cells=cells,
             cell_max=cell_max,
             conv=conv,
+            size_range=tuple(size_range),
         )
         if cells > 0 or conv > 0:
             rows.standardise()
@@ -596,6 +601,7 @@ def fit_tip_head(
         head = type(heads[0]).average(heads)
         info["heldout_auc_draws"] = [i["heldout_auc"] for i in infos]
     info["draws"] = int(draws)
+    info["size_range"] = [float(v) for v in size_range]
     info["embed_s"] = round(embed_s, 1)
     info["fit_s"] = round(fit_s, 1)
     info["per_bag"] = int(per_bag)

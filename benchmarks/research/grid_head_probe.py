@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(a.draws):  # draw k's seed = offset k's: draws 0 and 1 ARE offsets 0 and 1
         seed = cfg.seed + a.seed_offset + k
         scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
-        rows = fit.collect_rows(b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells)
+        rows = fit.collect_rows(
+            b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells, size_range=tuple(a.size)
+        )
         rows.standardise()
         head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
         heads.append(head)
@@ -156,8 +158,8 @@ def _variants(a: argparse.Namespace) -> None:
     fit.HIDDEN = a.hidden
     real_project = fit.project_bag
 
-    def project(scan, rng, per_bag, **kw):
-        return real_project(scan, rng, per_bag, tuple(a.size), tuple(a.thickness), **kw)
+    def project(scan, rng, per_bag, size_range=fit.SIZE_RANGE, thickness_range=None, **kw):
+        return real_project(scan, rng, per_bag, size_range, tuple(a.thickness), **kw)
 
     fit.project_bag = project
     extra = [part.split(":") for part in a.extra_levels.split(",") if part]

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
     p.add_argument(
+        "--tip-size-range", type=float, nargs=2, default=None, help="default: the bundle's"
+    )
+    p.add_argument(
         "--bank-gammas", nargs="*", type=float, default=None, help="default: the bundle's"
     )
     p.add_argument("--bank-hues", nargs="*", type=float, default=None, help="default: the bundle's")
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         tip_members=cfg.tip_members if a.tip_members is None else a.tip_members,
         tip_draws=cfg.tip_draws if a.tip_draws is None else a.tip_draws,
+        tip_size_range=(
+            cfg.tip_size_range if a.tip_size_range is None else tuple(a.tip_size_range)
+        ),
         tip_clutter=cfg.tip_clutter if a.tip_clutter is None else a.tip_clutter,
         tip_cells=cfg.tip_cells if a.tip_cells is None else a.tip_cells,
         tip_cell_max=cfg.tip_cell_max if a.tip_cell_max is None else a.tip_cell_max == "on",
@@ -161,6 +167,7 @@ HEAD_SETTINGS = (
     "tip_cell_max",
     "tip_conv",
     "tip_draws",
+    "tip_size_range",
     "half_weights",
 )
 

@@ -3,6 +3,7 @@ the bundle's use of it, and fitting it on threats projected into normal scans.""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -369,6 +370,56 @@ def test_project_bag_keeps_the_pitch_and_boxes_the_threats():
         assert 0 <= b.x0 < b.x1 <= scan.shape[1] and 0 <= b.y0 < b.y1 <= scan.shape[0]
     # Threats only darken: transmission multiplies.
     assert (out.rgb.astype(int) <= scan.rgb.astype(int) + 1).all()
+
+
+def test_project_bag_size_range_sets_how_large_the_threats_are_shown():
+    scan = _scan(1, size=240)
+
+    def extents(size_range):
+        rng = np.random.default_rng(3)  # the same threats, places and thicknesses
+        _, boxes = fit.project_bag(scan, rng, 2, size_range)
+        return np.array([max(b.x1 - b.x0, b.y1 - b.y0) for b in boxes], float)
+
+    # The pitch multiplied by 0.5 shows each threat about twice as large as at 1.
+    ratio = extents((0.5, 0.5)) / extents((1.0, 1.0))
+    assert np.all((ratio > 1.6) & (ratio < 2.4)), ratio
+
+
+def test_size_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):
+    from xrayscreen.training import cli as train_cli
+
+    assert TrainConfig.xray().tip_size_range == (1.0, 2.0)
+    cfg = TrainConfig.xray(tip_size_range=[0.5, 2])
+    assert cfg.tip_size_range == (0.5, 2.0)
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.tip_size_range == (0.5, 2.0)
+    # Bundles saved before the setting existed read as the old fixed range.
+    old = {k: v for k, v in TrainConfig.xray().to_dict().items() if k != "tip_size_range"}
+    assert TrainConfig.from_dict(old).tip_size_range == (1.0, 2.0)
+    for bad in ([2.0, 1.0], [0.1, 2.0], [1.0, 5.0], [1.0]):
+        with pytest.raises(ConfigError, match="tip_size_range"):
+            TrainConfig.xray(tip_size_range=bad)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["n", "--out", "o", "--tip-size-range", "0.5", "2"])
+    assert train_cli.config_from_args(args).tip_size_range == (0.5, 2.0)
+
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(5)]
+    ranges = []
+    real = fit.project_bag
+
+    def spy(scan, rng, per_bag, size_range=fit.SIZE_RANGE, *a, **kw):
+        ranges.append(tuple(size_range))
+        return real(scan, rng, per_bag, size_range, *a, **kw)
+
+    monkeypatch.setattr(fit, "project_bag", spy)
+    _, info = fit.fit_tip_head(
+        b, scans, torch.device("cpu"), per_bag=1, seed=0, draws=2, size_range=(0.5, 2.0)
+    )
+    assert ranges == [(0.5, 2.0)] * 10 and info["size_range"] == [0.5, 2.0]
 
 
 def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
