@@ -62,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
     p.add_argument("--hidden", type=int, default=fit.HIDDEN)
     p.add_argument(
+        "--negatives",
+        type=int,
+        default=fit.NEGATIVES_PER_BAG,
+        help="threat-free windows drawn per projected bag (fourteenth session)",
+    )
+    p.add_argument(
+        "--skip-heldout",
+        action="store_true",
+        help="fit each draw's head once, on all its bags (no held-out separation: half the fit)",
+    )
+    p.add_argument(
         "--draws",
         type=int,
         default=1,
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 "size": a.size,
                 "per_bag": per_bag,
                 "hidden": a.hidden,
+                "negatives": a.negatives,
                 "seed_offset": a.seed_offset,
                 "draws": a.draws,
                 "dim": heads[0].dim,
@@ -156,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 def _variants(a: argparse.Namespace) -> None:
     """Patch the research variants into the fitting and embedding code (probe only)."""
     fit.HIDDEN = a.hidden
+    fit.NEGATIVES_PER_BAG = a.negatives
+    if a.skip_heldout:
+        fit.HOLDOUT = 0.0
     real_project = fit.project_bag
 
     def project(scan, rng, per_bag, size_range=fit.SIZE_RANGE, thickness_range=None, **kw):
