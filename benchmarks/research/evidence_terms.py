@@ -96,6 +96,15 @@ def dump(a: argparse.Namespace) -> None:
     print(json.dumps({"bundle": a.bundle, "bags": len(names), "out": a.out}))
 
 
+def add_probe_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every head probe takes: the bundle, its training sources, its dump
+    and the dump's bag lists."""
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--sources", nargs="+", required=True)
+    p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
+    add_bag_lists(p)
+
+
 def add_bag_lists(p: argparse.ArgumentParser) -> None:
     """The arguments that name a dump's bags: the benign and threat lists, in the order
     ``dump`` reads them, and the threat bags' boxes and masks."""
@@ -141,6 +150,43 @@ def bag_views(
             idx,
             [gather_windows(pad_with_air(x, ps.grid, air), ps.grid, idx), zv.windows(idx)],
         )
+
+
+def head_logits(
+    bundle: Any, bags: list[dict[str, Any]], heads: list[Any], cells: int, a: argparse.Namespace
+) -> list[dict[str, torch.Tensor]]:
+    """Every head's logits on the saved bags' windows: per bag, view key (``h``, ``hz``) ->
+    ``(len(heads), windows)`` (0 where a window is not valid); ``a`` names the bag lists
+    (:func:`add_bag_lists`)."""
+    from xrayscreen.inference.engine import ScoringEngine
+
+    engine = ScoringEngine(bundle, torch.device("cpu"))
+    out = []
+    for bag, idx, views in bag_views(bundle, bags, a.normal, a.threat, a.labels, a.masks):
+        kept: dict[str, torch.Tensor] = {}
+        for v, (key, w) in enumerate(zip(("h", "hz"), views)):
+            inp = engine.embed_windows(w, cells)
+            kept[key] = torch.zeros(len(heads), len(bag["valid"]))
+            kept[key][:, idx] = torch.stack([h.logits(inp)[:, v] for h in heads])
+        out.append(kept)
+    return out
+
+
+def figures_with_heads(
+    bags: list[dict[str, Any]], logits: list[dict[str, torch.Tensor]], which: Any
+) -> dict[str, float]:
+    """:func:`bag_figures` with each bag's head terms replaced by the within-scan z of the
+    mean logit of the heads ``which`` selects (an index, slice or list into
+    :func:`head_logits`' first axis)."""
+    from xrayscreen.inference import tip_evidence
+
+    for bag, kept in zip(bags, logits):
+        valid = torch.from_numpy(bag["valid"])
+        for key, lg in kept.items():
+            sel = lg[which]
+            logit = sel.mean(0) if sel.ndim == 2 else sel
+            bag[key] = tip_evidence.normalise(logit, valid).numpy()
+    return bag_figures(bags)
 
 
 def load_terms(path: str) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from xrayscreen.inference import tip_evidence
 from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import load_bundle
 from xrayscreen.training import tip_head as fit
@@ -39,15 +38,18 @@ from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import add_bag_lists, bag_figures, bag_views, load_terms
+from evidence_terms import (
+    add_probe_args,
+    bag_figures,
+    figures_with_heads,
+    head_logits,
+    load_terms,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--sources", nargs="+", required=True)
-    p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
-    add_bag_lists(p)
+    add_probe_args(p)
     p.add_argument("--cells", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     # Research variants (eleventh session), each off by default:
@@ -116,25 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # The val bags, in the order evidence_terms.py saved them.
     bags = load_terms(a.terms)
-    engine = ScoringEngine(b, torch.device("cpu"))
     base = bag_figures(bags)
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
-    per_draw: list[dict[str, torch.Tensor]] = []  # per bag: view key -> [draws, windows]
-    for bag, idx, views in bag_views(b, bags, a.normal, a.threat, a.labels, a.masks):
-        kept: dict[str, torch.Tensor] = {}
-        for v, (key, w) in enumerate(zip(("h", "hz"), views)):
-            inp = engine.embed_windows(w, a.cells)
-            kept[key] = torch.zeros(len(heads), len(bag["valid"]))
-            kept[key][:, idx] = torch.stack([h.logits(inp)[:, v] for h in heads])
-        per_draw.append(kept)
+    per_draw = head_logits(b, bags, heads, a.cells, a)
 
     def figures(first: int, last: int) -> dict[str, float]:
-        for bag, kept in zip(bags, per_draw):
-            valid = torch.from_numpy(bag["valid"])
-            for key, logits in kept.items():
-                logit = logits[first : last + 1].mean(0)
-                bag[key] = tip_evidence.normalise(logit, valid).numpy()
-        return bag_figures(bags)
+        return figures_with_heads(bags, per_draw, slice(first, last + 1))
 
     by_subset = {f"{f}-{la}": figures(f, la) for f, la in subsets}
     grid = figures(0, len(heads) - 1)

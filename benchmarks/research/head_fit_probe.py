@@ -36,8 +36,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from xrayscreen.inference import tip_evidence
-from xrayscreen.inference.engine import ScoringEngine
 from xrayscreen.model.bundle import load_bundle
 from xrayscreen.model.tip_head import VIEWS, TipHead
 from xrayscreen.training import tip_head as fit
@@ -45,7 +43,7 @@ from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evidence_terms import add_bag_lists, bag_figures, bag_views, load_terms
+from evidence_terms import add_probe_args, bag_figures, figures_with_heads, head_logits, load_terms
 
 VARIANTS = ("avg", "union", "avg_wd", "avg_linear")
 
@@ -106,10 +104,7 @@ def _head(xs: list[torch.Tensor], y: torch.Tensor, seed: int, kind: str) -> TipH
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--sources", nargs="+", required=True)
-    p.add_argument("--terms", required=True, help="evidence_terms.py output for the same bundle")
-    add_bag_lists(p)
+    add_probe_args(p)
     p.add_argument("--draws", type=int, default=9)
     p.add_argument("--set-size", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -158,24 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
 
     bags = load_terms(a.terms)
-    engine = ScoringEngine(b, torch.device("cpu"))
     names = [(kind, i) for kind, hs in heads.items() for i in range(len(hs))]
-    logits: list[dict[str, torch.Tensor]] = []  # per bag: view key -> [heads, windows]
-    for bag, idx, views in bag_views(b, bags, a.normal, a.threat, a.labels, a.masks):
-        kept: dict[str, torch.Tensor] = {}
-        for v, (key, w) in enumerate(zip(("h", "hz"), views)):
-            inp = engine.embed_windows(w, cfg.tip_cells)
-            kept[key] = torch.zeros(len(names), len(bag["valid"]))
-            kept[key][:, idx] = torch.stack([heads[k][i].logits(inp)[:, v] for k, i in names])
-        logits.append(kept)
-
+    logits = head_logits(b, bags, [heads[k][i] for k, i in names], cfg.tip_cells, a)
     out: dict[str, dict] = {}
     for j, (kind, _) in enumerate(names):
-        for bag, kept in zip(bags, logits):
-            valid = torch.from_numpy(bag["valid"])
-            for key, lg in kept.items():
-                bag[key] = tip_evidence.normalise(lg[j], valid).numpy()
-        out.setdefault(kind, {"sets": []})["sets"].append(bag_figures(bags))
+        res = out.setdefault(kind, {"sets": []})
+        res["sets"].append(figures_with_heads(bags, logits, j))
     for res in out.values():
         for f in ("bag5", "bag_auc", "window_auc"):
             vals = [s[f] for s in res["sets"]]
