@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--thickness", type=float, nargs=2, default=list(fit.THICKNESS_RANGE))
     p.add_argument("--size", type=float, nargs=2, default=list(fit.SIZE_RANGE))
+    p.add_argument(
+        "--knife-size",
+        type=float,
+        nargs=2,
+        default=None,
+        help="knives get their own pitch factor range (fourteenth session: SIXray's knives are "
+        "larger than its guns relative to the bag); other threats keep --size",
+    )
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
     p.add_argument("--hidden", type=int, default=fit.HIDDEN)
     p.add_argument(
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 "extra_levels": a.extra_levels,
                 "thickness": a.thickness,
                 "size": a.size,
+                "knife_size": a.knife_size,
                 "per_bag": per_bag,
                 "hidden": a.hidden,
                 "negatives": a.negatives,
@@ -163,7 +172,9 @@ def _variants(a: argparse.Namespace) -> None:
     real_project = fit.project_bag
 
     def project(scan, rng, per_bag, size_range=fit.SIZE_RANGE, thickness_range=None, **kw):
-        return real_project(scan, rng, per_bag, size_range, tuple(a.thickness), **kw)
+        if a.knife_size is None:
+            return real_project(scan, rng, per_bag, size_range, tuple(a.thickness), **kw)
+        return _project_per_kind(scan, rng, per_bag, size_range, a, **kw)
 
     fit.project_bag = project
     extra = [part.split(":") for part in a.extra_levels.split(",") if part]
@@ -189,6 +200,33 @@ def _variants(a: argparse.Namespace) -> None:
         return torch.cat([base, torch.cat(out).to(base.device)], dim=1)
 
     ScoringEngine.embed_windows = embed
+
+
+def _project_per_kind(scan, rng, per_bag, size_range, a, clutter=0.0):
+    """:func:`xrayscreen.training.tip_head.project_bag` with knives drawn at their own pitch
+    factor (``--knife-size``); probe only."""
+    import dataclasses
+    import math
+
+    from xrayscreen.imaging.simulator import THREATS
+    from xrayscreen.imaging.tip import project_threat
+
+    h, w = scan.shape
+    base = scan.pixel_mm or fit.FIELD_MM / max(h, w)
+    pitch = base * float(rng.uniform(*size_range))
+    out, boxes = scan, []
+    lo, hi = (math.log(t) for t in a.thickness)
+    for kind in rng.choice(THREATS, per_bag):
+        p = base * float(rng.uniform(*a.knife_size)) if kind == "knife" else pitch
+        res = project_threat(
+            dataclasses.replace(out, pixel_mm=p),
+            str(kind),
+            seed=int(rng.integers(2**31)),
+            thickness=float(math.exp(rng.uniform(lo, hi))),
+            clutter=clutter,
+        )
+        out, boxes = res.scan, [*boxes, res.box]
+    return dataclasses.replace(out, pixel_mm=scan.pixel_mm), boxes
 
 
 if __name__ == "__main__":
