@@ -119,6 +119,7 @@ def project_bag(
     size_range: tuple[float, float] = SIZE_RANGE,
     thickness_range: tuple[float, float] = THICKNESS_RANGE,
     clutter: float = 0.0,
+    kind_sizes: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
 
@@ -131,6 +132,9 @@ def project_bag(
         thickness_range: Range of the areal-density factor (log-uniform).
         clutter: Placement toward the bag's dense contents
             (:func:`~xrayscreen.imaging.tip.project_threat`; 0 = anywhere in the bag).
+        kind_sizes: Threat kinds drawn at their own pitch-factor range, one draw per
+            threat (research: SIXray's knives are larger than its guns); the others
+            share the bag's ``size_range`` draw.
 
     Returns:
         The new scan (its own pixel pitch kept) and the threats' boxes (original pixels).
@@ -142,6 +146,11 @@ def project_bag(
     boxes = []
     lo, hi = (math.log(t) for t in thickness_range)
     for kind in rng.choice(THREATS, per_bag):
+        own = (kind_sizes or {}).get(str(kind))
+        if own is not None:
+            out = dataclasses.replace(out, pixel_mm=base * float(rng.uniform(*own)))
+        elif out.pixel_mm != pitch:
+            out = dataclasses.replace(out, pixel_mm=pitch)
         res = project_threat(
             out,
             str(kind),
@@ -268,16 +277,18 @@ def collect_rows(
     )
 
 
-def train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Sequential:
+def train_mlp(
+    x: torch.Tensor, y: torch.Tensor, seed: int, weight_decay: float = 1e-3
+) -> nn.Sequential:
     """One view's head: ``Linear(D, 64) -> ReLU -> Dropout(0.2) -> Linear(64, 1)``,
-    class-balanced BCE, Adam 1e-3 with weight decay 1e-3, :data:`EPOCHS` epochs of
+    class-balanced BCE, Adam 1e-3 with ``weight_decay``, :data:`EPOCHS` epochs of
     minibatches of 512 (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # initialisation and dropout
     net = nn.Sequential(
         nn.Linear(x.shape[1], HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, 1)
     )
-    return _fit_bce(net, x.float(), y, gen, EPOCHS)
+    return _fit_bce(net, x.float(), y, gen, EPOCHS, weight_decay=weight_decay)
 
 
 def _fit_bce(
@@ -287,11 +298,12 @@ def _fit_bce(
     gen: torch.Generator,
     epochs: int,
     bf16: bool = False,
+    weight_decay: float = 1e-3,
 ) -> nn.Module:
-    """Fit ``net``'s ``(N, 1)`` logits to ``y`` -- class-balanced BCE, Adam 1e-3 with weight
-    decay 1e-3, minibatches of 512 in ``gen``'s order -- and return it in eval mode.
+    """Fit ``net``'s ``(N, 1)`` logits to ``y`` -- class-balanced BCE, Adam 1e-3 with
+    ``weight_decay``, minibatches of 512 in ``gen``'s order -- and return it in eval mode.
     Rows are cast to float32 a minibatch at a time (float16 rows stay small)."""
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=weight_decay)
     p = float(y.mean())
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
     yf = y.float()

@@ -171,10 +171,12 @@ def _variants(a: argparse.Namespace) -> None:
         fit.HOLDOUT = 0.0
     real_project = fit.project_bag
 
+    kinds = {"knife": tuple(a.knife_size)} if a.knife_size else None
+
     def project(scan, rng, per_bag, size_range=fit.SIZE_RANGE, thickness_range=None, **kw):
-        if a.knife_size is None:
-            return real_project(scan, rng, per_bag, size_range, tuple(a.thickness), **kw)
-        return _project_per_kind(scan, rng, per_bag, size_range, a, **kw)
+        return real_project(
+            scan, rng, per_bag, size_range, tuple(a.thickness), kind_sizes=kinds, **kw
+        )
 
     fit.project_bag = project
     extra = [part.split(":") for part in a.extra_levels.split(",") if part]
@@ -200,33 +202,6 @@ def _variants(a: argparse.Namespace) -> None:
         return torch.cat([base, torch.cat(out).to(base.device)], dim=1)
 
     ScoringEngine.embed_windows = embed
-
-
-def _project_per_kind(scan, rng, per_bag, size_range, a, clutter=0.0):
-    """:func:`xrayscreen.training.tip_head.project_bag` with knives drawn at their own pitch
-    factor (``--knife-size``); probe only."""
-    import dataclasses
-    import math
-
-    from xrayscreen.imaging.simulator import THREATS
-    from xrayscreen.imaging.tip import project_threat
-
-    h, w = scan.shape
-    base = scan.pixel_mm or fit.FIELD_MM / max(h, w)
-    pitch = base * float(rng.uniform(*size_range))
-    out, boxes = scan, []
-    lo, hi = (math.log(t) for t in a.thickness)
-    for kind in rng.choice(THREATS, per_bag):
-        p = base * float(rng.uniform(*a.knife_size)) if kind == "knife" else pitch
-        res = project_threat(
-            dataclasses.replace(out, pixel_mm=p),
-            str(kind),
-            seed=int(rng.integers(2**31)),
-            thickness=float(math.exp(rng.uniform(lo, hi))),
-            clutter=clutter,
-        )
-        out, boxes = res.scan, [*boxes, res.box]
-    return dataclasses.replace(out, pixel_mm=scan.pixel_mm), boxes
 
 
 if __name__ == "__main__":

@@ -56,40 +56,20 @@ def _standardised(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 def _fit_net(x: torch.Tensor, y: torch.Tensor, seed: int, kind: str) -> nn.Sequential:
     """One view's net on standardised rows: the product's MLP (``avg``, ``union``), its
     ten-times weight decay, or a linear head in the MLP's storage format."""
-    if kind in ("avg", "union"):
-        return fit.train_mlp(x, y, seed)  # the product's own fit
+    if kind != "avg_linear":  # the product's own fit (avg_wd: ten times its weight decay)
+        return fit.train_mlp(x, y, seed, weight_decay=1e-2 if kind == "avg_wd" else 1e-3)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    if kind == "avg_wd":
-        net = nn.Sequential(
-            nn.Linear(x.shape[1], fit.HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(fit.HIDDEN, 1)
-        )
-        wd = 1e-2
-    else:  # linear
-        net = nn.Sequential(nn.Linear(x.shape[1], 1))
-        wd = 1e-3
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=wd)
-    p = float(y.mean())
-    lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1.0 - p) / max(p, 1e-6)))
-    with torch.enable_grad():
-        for _ in range(fit.EPOCHS):
-            perm = torch.randperm(len(x), generator=gen)
-            for b in range(0, len(x), 512):
-                i = perm[b : b + 512]
-                opt.zero_grad()
-                lossf(net(x[i]).squeeze(1), y[i].float()).backward()
-                opt.step()
-    net.eval()
-    if kind == "avg_linear":  # z = relu(z) - relu(-z): the MLP format, exactly
-        lin = net[0]
-        first, last = nn.Linear(lin.in_features, 2), nn.Linear(2, 1)
-        with torch.no_grad():
-            first.weight.copy_(torch.cat([lin.weight, -lin.weight]))
-            first.bias.copy_(torch.cat([lin.bias, -lin.bias]))
-            last.weight.copy_(torch.tensor([[1.0, -1.0]]))
-            last.bias.zero_()
-        net = nn.Sequential(first, nn.ReLU(), last).eval()
-    return net
+    net = nn.Sequential(nn.Linear(x.shape[1], 1))
+    net = fit._fit_bce(net, x, y, gen, fit.EPOCHS)  # the product's loop and weight decay
+    lin = net[0]  # z = relu(z) - relu(-z): the MLP format, exactly
+    first, last = nn.Linear(lin.in_features, 2), nn.Linear(2, 1)
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([lin.weight, -lin.weight]))
+        first.bias.copy_(torch.cat([lin.bias, -lin.bias]))
+        last.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        last.bias.zero_()
+    return nn.Sequential(first, nn.ReLU(), last).eval()
 
 
 def _head(xs: list[torch.Tensor], y: torch.Tensor, seed: int, kind: str) -> TipHead:

@@ -385,6 +385,24 @@ def test_project_bag_size_range_sets_how_large_the_threats_are_shown():
     assert np.all((ratio > 1.6) & (ratio < 2.4)), ratio
 
 
+def test_kind_sizes_draw_one_kind_at_its_own_size(monkeypatch):
+    scan = _scan(1, size=240)
+    seen = []
+    real = fit.project_threat
+
+    def project(scans, kind, **kw):
+        seen.append((kind, scans.pixel_mm))
+        return real(scans, kind, **kw)
+
+    monkeypatch.setattr(fit, "project_threat", project)
+    kinds = {"knife": (0.5, 0.5)}
+    fit.project_bag(scan, np.random.default_rng(0), 8, (1.0, 1.0), kind_sizes=kinds)
+    base = scan.pixel_mm or fit.FIELD_MM / max(scan.shape)
+    assert {k for k, _ in seen} >= {"knife", "gun"}
+    for kind, pitch in seen:  # knives at half the pitch (twice as large), the rest as the bag's
+        assert pitch == pytest.approx(base * (0.5 if kind == "knife" else 1.0))
+
+
 def test_size_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):
     from xrayscreen.training import cli as train_cli
 
