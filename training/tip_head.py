@@ -36,8 +36,8 @@ from xrayscreen.evaluation.labelling import ANOMALOUS, NORMAL, label_boxes
 from xrayscreen.evaluation.metrics import roc_auc
 from xrayscreen.imaging.representation import model_input
 from xrayscreen.imaging.scan import Scan
-from xrayscreen.imaging.simulator import THREATS
-from xrayscreen.imaging.tip import project_threat
+from xrayscreen.imaging.simulator import DECOYS, THREATS
+from xrayscreen.imaging.tip import project_decoy, project_threat
 from xrayscreen.inference import zoom
 from xrayscreen.inference.windows import (
     WindowGrid,
@@ -120,6 +120,7 @@ def project_bag(
     thickness_range: tuple[float, float] = THICKNESS_RANGE,
     clutter: float = 0.0,
     kind_sizes: dict[str, tuple[float, float]] | None = None,
+    decoys: int = 0,
 ) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
 
@@ -135,9 +136,13 @@ def project_bag(
         kind_sizes: Threat kinds drawn at their own pitch-factor range, one draw per
             threat (research: SIXray's knives are larger than its guns); the others
             share the bag's ``size_range`` draw.
+        decoys: Benign dense objects (:data:`~xrayscreen.imaging.simulator.DECOYS`)
+            projected after the threats, at the threats' size and thickness draws; their
+            boxes carry the decoy's name (:func:`_window_rows` makes them negatives).
 
     Returns:
-        The new scan (its own pixel pitch kept) and the threats' boxes (original pixels).
+        The new scan (its own pixel pitch kept) and the threats' and decoys' boxes
+        (original pixels).
     """
     h, w = scan.shape
     base = scan.pixel_mm or FIELD_MM / max(h, w)
@@ -152,6 +157,18 @@ def project_bag(
         elif out.pixel_mm != pitch:
             out = dataclasses.replace(out, pixel_mm=pitch)
         res = project_threat(
+            out,
+            str(kind),
+            seed=int(rng.integers(2**31)),
+            thickness=float(math.exp(rng.uniform(lo, hi))),
+            clutter=clutter,
+        )
+        out = res.scan
+        boxes.append(res.box)
+    if decoys > 0:
+        out = dataclasses.replace(out, pixel_mm=pitch)
+    for kind in rng.choice(DECOYS, decoys) if decoys > 0 else ():
+        res = project_decoy(
             out,
             str(kind),
             seed=int(rng.integers(2**31)),
@@ -176,7 +193,8 @@ def _window_rows(
 ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
     """Embeddings (one tensor per view) of a projected scan's positive windows and a
     sample of its threat-free ones (all of them with ``every_negative``, the sample
-    flagged), their labels and the flags."""
+    flagged), their labels and the flags. Threat-free windows the protocol's box rule
+    puts on a decoy (``boxes`` named in :data:`DECOYS`) are all negatives."""
     from xrayscreen.inference.engine import air_value, at_working_scale
 
     bundle = engine.bundle
@@ -189,15 +207,24 @@ def _window_rows(
     padded = pad_with_air(x, grid, air)
     grey = torch.from_numpy(work.rgb).float().mean(dim=2) / 255.0
     belt = belt_mask(pad_to_grid(grey, grid, 1.0), grid).numpy()
+
     # The protocol's own box rule, on the threats' boxes in working-scale pixels.
-    scaled = [
-        Box(b.x0 * factor, b.y0 * factor, b.x1 * factor, b.y1 * factor, "threat") for b in boxes
-    ]
-    label, _ = label_boxes(grid, scaled, ("threat",))
+    def labels_of(decoy: bool) -> np.ndarray:
+        scaled = [
+            Box(b.x0 * factor, b.y0 * factor, b.x1 * factor, b.y1 * factor, "threat")
+            for b in boxes
+            if (b.label in DECOYS) == decoy
+        ]
+        return label_boxes(grid, scaled, ("threat",))[0]
+
+    label = labels_of(False)
     pos = (label == ANOMALOUS) & ~belt
-    free = np.nonzero((label == NORMAL) & ~belt)[0]
+    clear = (label == NORMAL) & ~belt
+    on_decoy = clear & (labels_of(True) == ANOMALOUS)
+    free = np.nonzero(clear & ~on_decoy)[0]
     n_neg = CONV_NEGATIVES_PER_BAG if conv > 0 else NEGATIVES_PER_BAG
     neg = np.sort(rng.choice(free, min(n_neg, len(free)), replace=False))
+    neg = np.concatenate([np.nonzero(on_decoy)[0], neg])
     rest = np.setdiff1d(free, neg) if every_negative else np.zeros(0, dtype=neg.dtype)
     idx = torch.from_numpy(np.concatenate([np.nonzero(pos)[0], neg, rest]))
     n_pos = int(pos.sum())
@@ -232,10 +259,12 @@ def collect_rows(
     cell_max: bool = False,
     conv: int = 0,
     size_range: tuple[float, float] = SIZE_RANGE,
+    decoys: int = 0,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
-    projections and the sample do not change). ``size_range``: see :func:`project_bag`.
+    projections and the sample do not change). ``size_range``, ``decoys``: see
+    :func:`project_bag`.
 
     Raises:
         ConfigError: when no projected window could be labelled a threat.
@@ -248,11 +277,11 @@ def collect_rows(
     ys, bags, flags = [], [], []
     n_bags = n_threats = 0
     for scan in scans:
-        tip, boxes = project_bag(scan, rng, per_bag, size_range, clutter=clutter)
+        tip, boxes = project_bag(scan, rng, per_bag, size_range, clutter=clutter, decoys=decoys)
         rows, labels, sampled = _window_rows(
             engine, tip, boxes, rng, every_negative, cells, cell_max, conv
         )
-        n_threats += len(boxes)
+        n_threats += sum(b.label not in DECOYS for b in boxes)
         if not rows:
             continue
         for v in range(len(VIEWS)):

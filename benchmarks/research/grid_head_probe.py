@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         "larger than its guns relative to the bag); other threats keep --size",
     )
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
+    p.add_argument(
+        "--decoys",
+        type=int,
+        default=0,
+        help="benign dense objects projected per bag as negatives (fifteenth session)",
+    )
     p.add_argument("--hidden", type=int, default=fit.HIDDEN)
     p.add_argument(
         "--negatives",
@@ -115,7 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         seed = cfg.seed + a.seed_offset + k
         scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
         rows = fit.collect_rows(
-            b, scans, torch.device("cpu"), per_bag, seed, cells=a.cells, size_range=tuple(a.size)
+            b,
+            scans,
+            torch.device("cpu"),
+            per_bag,
+            seed,
+            cells=a.cells,
+            size_range=tuple(a.size),
+            decoys=a.decoys,
         )
         rows.standardise()
         head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
@@ -145,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 "size": a.size,
                 "knife_size": a.knife_size,
                 "per_bag": per_bag,
+                "decoys": a.decoys,
                 "hidden": a.hidden,
                 "negatives": a.negatives,
                 "seed_offset": a.seed_offset,

@@ -322,15 +322,110 @@ def threat_areal(
     """
     if threat not in _THREAT_FUNCS:
         raise ValueError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
-    side = int(np.ceil(THREAT_EXTENT_MM[threat] / pixel_mm)) + 4
+    return _object_areal(_THREAT_FUNCS[threat], THREAT_EXTENT_MM[threat], rng, pixel_mm)
+
+
+def decoy_areal(
+    decoy: str, rng: np.random.Generator, pixel_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Areal density maps of one benign dense object (:data:`DECOYS`) alone, as
+    :func:`threat_areal` makes a threat's.
+
+    Raises:
+        ValueError: for an unknown decoy name.
+    """
+    if decoy not in _DECOY_FUNCS:
+        raise ValueError(f"unknown decoy {decoy!r}; known: {', '.join(DECOYS)}")
+    return _object_areal(_DECOY_FUNCS[decoy], DECOY_EXTENT_MM[decoy], rng, pixel_mm)
+
+
+def _object_areal(
+    draw, extent_mm: float, rng: np.random.Generator, pixel_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    side = int(np.ceil(extent_mm / pixel_mm)) + 4
     cv = _Canvas(side, side, pixel_mm)
     fp = np.zeros((side, side), dtype=bool)
-    _THREAT_FUNCS[threat](cv, rng, (side / 2, side / 2), fp)
+    draw(cv, rng, (side / 2, side / 2), fp)
     ys, xs = np.nonzero(fp)
-    if ys.size == 0:  # cannot happen with the sizes above, but never return an empty threat
-        raise ValueError("threat rasterised to nothing")
+    if ys.size == 0:  # cannot happen with the sizes above, but never return an empty object
+        raise ValueError("object rasterised to nothing")
     sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     return cv.areal[:, sl[0], sl[1]].copy(), fp[sl].copy()
+
+
+# --- decoys: benign dense objects ----------------------------------------------------
+# What a threat detector must NOT learn to fire on: compact metal that is as dark as a gun
+# (the benign bags that set SIXray's 5 % threshold hold an opaque metal block in a device
+# and opaque blobs inside dense cylinders). Used as negatives for the projected-threat head.
+
+
+def _metal_block(
+    cv: _Canvas, rng: np.random.Generator, centre: tuple[float, float], fp: np.ndarray
+) -> None:
+    """A compact steel part (transformer, motor, lock, weight) in an optional plastic case."""
+    w = rng.uniform(25, 90)
+    h = w / rng.uniform(1.0, 2.2)  # compact: a blade is 4-10x longer than wide
+    angle = rng.uniform(0, np.pi)
+    if rng.random() < 0.6:
+        case = _rounded_rect(w * 1.5 + 20, h * 1.5 + 20, 8)
+        cv.stamp(
+            _place(cv, case, angle, centre), "polyethylene", rng.uniform(1.0, 2.5), footprint=fp
+        )
+    core = _rounded_rect(w, h, min(w, h) * rng.uniform(0.05, 0.4))
+    cv.stamp(_place(cv, core, angle, centre), "iron", 7.87 * rng.uniform(0.4, 1.6), footprint=fp)
+    if rng.random() < 0.5:  # copper windings or a second part beside it
+        coil = _rect(w * 0.6, h * 0.8) + np.array([w * 0.1, 0])
+        cv.stamp(
+            _place(cv, coil, angle, centre), "copper", 8.96 * rng.uniform(0.1, 0.4), footprint=fp
+        )
+
+
+def _canister(
+    cv: _Canvas, rng: np.random.Generator, centre: tuple[float, float], fp: np.ndarray
+) -> None:
+    """A dense cylinder (thermos, aerosol, torch) with opaque lumps inside."""
+    length, d = rng.uniform(110, 220), rng.uniform(45, 80)
+    angle = rng.uniform(0, np.pi)
+    body = _rounded_rect(length, d, d * 0.3)
+    wall = "iron" if rng.random() < 0.5 else "aluminium"
+    density = 7.87 if wall == "iron" else 2.7
+    cv.stamp(
+        _place(cv, body, angle, centre),
+        wall,
+        density * rng.uniform(0.05, 0.15),
+        profile="cyl",
+        hollow=0.9,
+        footprint=fp,
+    )
+    cv.stamp(_place(cv, body * 0.92, angle, centre), "water", d / 10.0, profile="cyl", footprint=fp)
+    for _ in range(int(rng.integers(1, 4))):
+        r = rng.uniform(6, min(20, d * 0.35))
+        at = np.array([rng.uniform(-0.35, 0.35) * length, rng.uniform(-0.15, 0.15) * d])
+        lump = _blob(rng, r, r * rng.uniform(0.6, 1.0)) + at
+        cv.stamp(
+            _place(cv, lump, angle, centre), "iron", 7.87 * rng.uniform(0.5, 1.5), footprint=fp
+        )
+
+
+def _lump(
+    cv: _Canvas, rng: np.random.Generator, centre: tuple[float, float], fp: np.ndarray
+) -> None:
+    """An irregular opaque lump of metal (a padlock body, a tool head, a handful of coins)."""
+    rx = rng.uniform(15, 45)
+    blob = _blob(rng, rx, rx * rng.uniform(0.5, 1.0))
+    metal = "iron" if rng.random() < 0.7 else "copper"
+    cv.stamp(
+        _place(cv, blob, rng.uniform(0, np.pi), centre),
+        metal,
+        physics.MATERIALS[metal].density * rng.uniform(0.5, 2.0),
+        edge_mm=3,
+        footprint=fp,
+    )
+
+
+_DECOY_FUNCS = {"block": _metal_block, "canister": _canister, "lump": _lump}
+DECOYS: tuple[str, ...] = tuple(_DECOY_FUNCS)
+DECOY_EXTENT_MM = {"block": 170.0, "canister": 240.0, "lump": 130.0}
 
 
 # --- clutter -------------------------------------------------------------------------

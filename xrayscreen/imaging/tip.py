@@ -21,7 +21,14 @@ import numpy as np
 from xrayscreen.imaging import physics
 from xrayscreen.imaging.material import false_colour
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.imaging.simulator import MATERIAL_NAMES, THREATS, Box, threat_areal
+from xrayscreen.imaging.simulator import (
+    DECOYS,
+    MATERIAL_NAMES,
+    THREATS,
+    Box,
+    decoy_areal,
+    threat_areal,
+)
 
 # Without a known pixel pitch, assume the image's longer side spans about 80 cm
 # (a cabin bag filling the tunnel view), as the simulator does.
@@ -78,6 +85,42 @@ def project_threat(
     """
     if threat not in THREATS:
         raise ValueError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    return _project(scan, threat, threat_areal, "tip", seed, position, thickness, clutter)
+
+
+def project_decoy(
+    scan: Scan,
+    decoy: str = "block",
+    *,
+    seed: int,
+    position: tuple[float, float] | None = None,
+    thickness: float = 1.0,
+    clutter: float = 0.0,
+) -> TipResult:
+    """Insert one benign dense object (a metal block, a canister with opaque lumps, a
+    metal lump: :data:`~xrayscreen.imaging.simulator.DECOYS`) into ``scan``, exactly as
+    :func:`project_threat` inserts a threat (``meta["tip_decoy"]`` records it): the
+    negatives that teach a threat detector that dark and compact is not a threat.
+
+    Raises:
+        ValueError: for an unknown decoy name or a thickness that is not > 0.
+    """
+    if decoy not in DECOYS:
+        raise ValueError(f"unknown decoy {decoy!r}; known: {', '.join(DECOYS)}")
+    return _project(scan, decoy, decoy_areal, "tip_decoy", seed, position, thickness, clutter)
+
+
+def _project(
+    scan: Scan,
+    kind: str,
+    areal_of,
+    meta_key: str,
+    seed: int,
+    position: tuple[float, float] | None,
+    thickness: float,
+    clutter: float,
+) -> TipResult:
+    """Project the object ``areal_of(kind, rng, pixel_mm)`` draws into ``scan``."""
     if not np.isfinite(thickness) or thickness <= 0:
         raise ValueError(f"thickness must be a positive number, not {thickness!r}")
     if not np.isfinite(clutter) or clutter < 0:
@@ -85,7 +128,7 @@ def project_threat(
     rng = np.random.default_rng(seed)
     h, w = scan.shape
     pixel_mm = scan.pixel_mm or _DEFAULT_FIELD_MM / max(h, w)
-    areal, footprint = threat_areal(threat, rng, pixel_mm)
+    areal, footprint = areal_of(kind, rng, pixel_mm)
     mus = np.stack([physics.mass_mu(physics.MATERIALS[m].formula) for m in MATERIAL_NAMES])
     t_threat = physics.transmissions(areal * np.float32(thickness), mus)  # (2, th, tw)
     # Exactly 1 off the footprint (the float32 weight sum is 1 - 6e-8), so pixels
@@ -99,16 +142,17 @@ def project_threat(
     dx0, dy0 = max(0, x0), max(0, y0)
     dx1, dy1 = min(w, x0 + tw), min(h, y0 + th)
     if dx1 <= dx0 or dy1 <= dy0:
-        raise ValueError(f"position {position} puts the threat outside the {w}x{h} image")
+        raise ValueError(f"position {position} puts the object outside the {w}x{h} image")
     src = (slice(sy0, sy0 + dy1 - dy0), slice(sx0, sx0 + dx1 - dx0))
     dst = (slice(dy0, dy1), slice(dx0, dx1))
     mask = np.zeros((h, w), dtype=bool)
     mask[dst] = footprint[src]
 
     meta = dict(scan.meta)
-    meta["tip"] = {"threat": threat, "seed": int(seed), "source_sha256": scan.sha256}
+    what = "threat" if meta_key == "tip" else "decoy"
+    meta[meta_key] = {what: kind, "seed": int(seed), "source_sha256": scan.sha256}
     if thickness != 1.0:
-        meta["tip"]["thickness"] = float(thickness)
+        meta[meta_key]["thickness"] = float(thickness)
     if scan.raw is not None:
         raw = scan.raw.copy()
         if raw.shape[0] == 2:
@@ -129,7 +173,7 @@ def project_threat(
         rgb[dst] = (region + 0.5).astype(np.uint8)
         new = Scan(rgb=rgb, kind=ScanKind.PSEUDO_COLOUR, pixel_mm=scan.pixel_mm, meta=meta)
     ys, xs = np.nonzero(mask)
-    box = Box(threat, int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    box = Box(kind, int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return TipResult(new, mask, box)
 
 
