@@ -15,7 +15,7 @@ from torch import nn
 from xrayscreen.errors import BundleError, ConfigError
 from xrayscreen.imaging.representation import model_input
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.imaging.simulator import simulate_bag
+from xrayscreen.imaging.simulator import DECOYS, simulate_bag
 from xrayscreen.inference import context, density, scan_norm, tip_evidence, zoom
 from xrayscreen.inference.engine import ScoringEngine, air_value
 from xrayscreen.inference.windows import WindowGrid
@@ -401,6 +401,49 @@ def test_kind_sizes_draw_one_kind_at_its_own_size(monkeypatch):
     assert {k for k, _ in seen} >= {"knife", "gun"}
     for kind, pitch in seen:  # knives at half the pitch (twice as large), the rest as the bag's
         assert pitch == pytest.approx(base * (0.5 if kind == "knife" else 1.0))
+
+
+def test_project_bag_decoys_come_after_the_threats_and_are_named():
+    scan = _scan(1, size=240)
+    plain, threats = fit.project_bag(scan, np.random.default_rng(0), 2)
+    out, boxes = fit.project_bag(scan, np.random.default_rng(0), 2, decoys=3)
+    assert boxes[:2] == threats  # the threats' draws are untouched by decoys
+    assert [b.label in DECOYS for b in boxes] == [False, False, True, True, True]
+    assert out.pixel_mm is None
+    assert not np.array_equal(out.rgb, plain.rgb)
+
+
+def test_windows_on_a_decoy_are_all_negatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(fit, "NEGATIVES_PER_BAG", 5)  # the random sample alone is small
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    engine = ScoringEngine(b, "cpu")
+    scan = simulate_bag(3, size=(300, 400)).scan
+    tip, boxes = fit.project_bag(scan, np.random.default_rng(2), 1, decoys=2)
+    threat = [bx for bx in boxes if bx.label not in DECOYS]
+    decoy = [bx for bx in boxes if bx.label in DECOYS]
+    rows, labels, _ = fit._window_rows(engine, tip, boxes, np.random.default_rng(2))
+    rows0, labels0, _ = fit._window_rows(engine, tip, threat, np.random.default_rng(2))
+    assert labels.sum() == labels0.sum() > 0  # decoys add no positives
+    n_decoy = len(labels) - len(labels0)
+    assert n_decoy > 0 and (labels[len(labels) - n_decoy :] == 0).sum() >= n_decoy
+    # The windows added are the threat-free ones the box rule puts on a decoy.
+    spec = b.input
+    factor = spec.scale.factor(tip.shape, tip.pixel_mm)
+    from xrayscreen.evaluation.annotations import Box
+    from xrayscreen.evaluation.labelling import ANOMALOUS, label_boxes
+    from xrayscreen.inference.engine import at_working_scale
+
+    work = at_working_scale(tip, factor, spec.representation)
+    grid = WindowGrid(*work.shape, int(spec.window), fit.STRIDE)
+
+    def lab(bs):
+        sc = [Box(x.x0 * factor, x.y0 * factor, x.x1 * factor, x.y1 * factor, "t") for x in bs]
+        return label_boxes(grid, sc, ("t",))[0]
+
+    on = (lab(decoy) == ANOMALOUS) & (lab(threat) == 0)
+    assert n_decoy <= on.sum() <= n_decoy + fit.NEGATIVES_PER_BAG
 
 
 def test_size_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):

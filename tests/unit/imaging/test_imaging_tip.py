@@ -8,8 +8,8 @@ import pytest
 from xrayscreen.imaging import physics
 from xrayscreen.imaging.material import false_colour
 from xrayscreen.imaging.scan import Scan, ScanKind
-from xrayscreen.imaging.simulator import MATERIAL_NAMES, simulate_bag, threat_areal
-from xrayscreen.imaging.tip import project_threat
+from xrayscreen.imaging.simulator import DECOYS, MATERIAL_NAMES, simulate_bag, threat_areal
+from xrayscreen.imaging.tip import project_decoy, project_threat
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,31 @@ def test_clutter_places_threats_in_the_dense_contents():
     assert dense > 0.9 and dense > uniform + 0.4
     with pytest.raises(ValueError, match="clutter"):
         project_threat(bag, "knife", seed=0, clutter=-1.0)
+
+
+@pytest.mark.parametrize("decoy", DECOYS)
+def test_decoys_project_like_threats_and_are_recorded_as_decoys(clean, decoy):
+    res = project_decoy(clean.scan, decoy, seed=4)
+    _check_box(res)
+    assert res.box.label == decoy
+    outside = ~res.mask
+    np.testing.assert_array_equal(res.scan.raw[:, outside], clean.scan.raw[:, outside])
+    assert (res.scan.raw[:, res.mask] <= clean.scan.raw[:, res.mask] + 1e-6).all()
+    assert res.scan.meta["tip_decoy"] == {
+        "decoy": decoy,
+        "seed": 4,
+        "source_sha256": clean.scan.sha256,
+    }
+    assert "tip" not in res.scan.meta
+    # Dense metal: a good part of the footprint passes under a tenth of the high energy.
+    dark = res.scan.raw[0][res.mask] < 0.1 * np.maximum(clean.scan.raw[0][res.mask], 1e-6)
+    assert dark.mean() > 0.05
+
+
+def test_decoy_names_are_checked(clean):
+    with pytest.raises(ValueError, match="unknown decoy"):
+        project_decoy(clean.scan, "gun", seed=0)
+    with pytest.raises(ValueError, match="unknown threat"):
+        project_threat(clean.scan, "block", seed=0)
+    with pytest.raises(ValueError, match="thickness"):
+        project_decoy(clean.scan, "lump", seed=0, thickness=0.0)
