@@ -165,6 +165,12 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         int,
         "heads averaged into that head, each on its own draw of projected threats (default 1)",
     ),
+    "tip_decoys": (
+        "tip_decoys",
+        int,
+        "benign dense objects projected into each training scan as that head's negatives "
+        "(default 0)",
+    ),
     "tip_members": (
         "tip_members",
         int,

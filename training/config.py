@@ -198,6 +198,10 @@ class TrainConfig:
             multiplied by for the head's projected threats: 1 = the simulator's physical
             size (a scan without a known pitch spans 800 mm), 2 = shown half as large,
             0.5 = twice as large.
+        tip_decoys: Benign dense objects (a metal block in a case, a canister with
+            opaque lumps, a metal lump) projected into each training scan after its
+            threats; every window on one is a negative of the head (fifteenth session);
+            0 = none.
         dfeat_weight: Weight of GANomaly's discriminator-feature residual (L_adv's layer
             on the window vs its reconstruction) added to a memory-plus score, in units
             of its spread on held-out normal windows; 0 = off. Scoring then needs the
@@ -280,6 +284,7 @@ class TrainConfig:
     tip_abs_share: float = 0.0
     tip_draws: int = 1
     tip_size_range: tuple[float, float] = (1.0, 2.0)
+    tip_decoys: int = 0
     dfeat_weight: float = 0.0
     bank_level: int = 2
     bank_k: int = 5
@@ -427,6 +432,8 @@ class TrainConfig:
             raise ConfigError(f"tip_draws must be 1-8 heads, got {self.tip_draws}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
+        if not 0 <= int(self.tip_decoys) <= 8:
+            raise ConfigError(f"tip_decoys must be 0-8 objects a scan, got {self.tip_decoys}")
         size = self.tip_size_range
         if len(size) != 2 or not 0.25 <= size[0] <= size[1] <= 4.0:
             raise ConfigError(

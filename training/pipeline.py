@@ -532,6 +532,7 @@ def _fit_tip(
             conv=cfg.tip_conv,
             draws=cfg.tip_draws,
             size_range=cfg.tip_size_range,
+            decoys=cfg.tip_decoys,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]

@@ -561,6 +561,7 @@ def fit_tip_head(
     draws: int = 1,
     conv: int = 0,
     size_range: tuple[float, float] = SIZE_RANGE,
+    decoys: int = 0,
 ) -> tuple[TipHead | ConvTipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -591,6 +592,8 @@ def fit_tip_head(
             (0 = the MLP; exclusive with ``cells``, ``members`` and mining).
         size_range: Range (uniform) of the factor the scan's pixel pitch is multiplied
             by for each projected bag (1 = the threats' physical size, 2 = half as large).
+        decoys: Benign dense objects projected into each scan after its threats, every
+            window on one a negative (:func:`project_bag`; 0 = none).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -627,6 +630,7 @@ def fit_tip_head(
             cell_max=cell_max,
             conv=conv,
             size_range=tuple(size_range),
+            decoys=decoys,
         )
         if cells > 0 or conv > 0:
             rows.standardise()
@@ -643,6 +647,8 @@ def fit_tip_head(
         info["heldout_auc_draws"] = [i["heldout_auc"] for i in infos]
     info["draws"] = int(draws)
     info["size_range"] = [float(v) for v in size_range]
+    if decoys:
+        info["decoys"] = int(decoys)
     info["embed_s"] = round(embed_s, 1)
     info["fit_s"] = round(fit_s, 1)
     info["per_bag"] = int(per_bag)

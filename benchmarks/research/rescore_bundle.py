@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tip-clutter", type=float, default=None, help="default: the bundle's")
     p.add_argument("--tip-members", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
+    p.add_argument("--tip-decoys", type=int, default=None, help="default: the bundle's")
     p.add_argument(
         "--tip-size-range", type=float, nargs=2, default=None, help="default: the bundle's"
     )
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         tip_members=cfg.tip_members if a.tip_members is None else a.tip_members,
         tip_draws=cfg.tip_draws if a.tip_draws is None else a.tip_draws,
+        tip_decoys=cfg.tip_decoys if a.tip_decoys is None else a.tip_decoys,
         tip_size_range=(
             cfg.tip_size_range if a.tip_size_range is None else tuple(a.tip_size_range)
         ),
@@ -168,6 +170,7 @@ HEAD_SETTINGS = (
     "tip_conv",
     "tip_draws",
     "tip_size_range",
+    "tip_decoys",
     "half_weights",
 )
 

@@ -483,6 +483,36 @@ def test_size_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkey
     assert ranges == [(0.5, 2.0)] * 10 and info["size_range"] == [0.5, 2.0]
 
 
+def test_decoys_are_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):
+    from xrayscreen.training import cli as train_cli
+
+    assert TrainConfig.xray().tip_decoys == 0
+    old = {k: v for k, v in TrainConfig.xray().to_dict().items() if k != "tip_decoys"}
+    assert TrainConfig.from_dict(old).tip_decoys == 0  # bundles from before the setting
+    for bad in (-1, 9):
+        with pytest.raises(ConfigError, match="tip_decoys"):
+            TrainConfig.xray(tip_decoys=bad)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["n", "--out", "o", "--tip-decoys", "2"])
+    assert train_cli.config_from_args(args).tip_decoys == 2
+
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(4)]
+    seen = []
+    real = fit.project_bag
+
+    def spy(*a, **kw):
+        seen.append(kw.get("decoys"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(fit, "project_bag", spy)
+    _, info = fit.fit_tip_head(b, scans, torch.device("cpu"), per_bag=1, seed=0, draws=2, decoys=2)
+    assert seen == [2] * 8 and info["decoys"] == 2
+
+
 def test_fit_heads_separate_projected_threats_on_simulated_bags(tmp_path):
     b = memory_bundle(
         tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
