@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
     p.add_argument(
+        "--head-zoom",
+        type=float,
+        default=None,
+        help="the head's zoomed view shrinks the scan this many times, in training and on the "
+        "val bags (GANomaly's zoomed terms stay the dump's; fifteenth session)",
+    )
+    p.add_argument(
         "--decoys",
         type=int,
         default=0,
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     _variants(a)
     t0 = time.perf_counter()
     b = load_bundle(a.bundle)
+    if a.head_zoom is not None:  # every head view is cut through the bundle's score spec
+        b.score.params = {**b.score.params, "zoom": float(a.head_zoom)}
     cfg = TrainConfig.from_dict(b.training["config"])
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "knife_size": a.knife_size,
                 "per_bag": per_bag,
                 "decoys": a.decoys,
+                "head_zoom": a.head_zoom,
                 "hidden": a.hidden,
                 "negatives": a.negatives,
                 "seed_offset": a.seed_offset,
