@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from evidence_terms import (
     add_probe_args,
     bag_figures,
+    bag_views,
     figures_with_heads,
     head_logits,
     load_terms,
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the head's zoomed view shrinks the scan this many times, in training and on the "
         "val bags (GANomaly's zoomed terms stay the dump's; fifteenth session)",
+    )
+    p.add_argument(
+        "--joint",
+        action="store_true",
+        help="one head per draw on both views' inputs side by side (a window and its zoomed-out "
+        "view read together), its within-scan z added to both views (fifteenth session)",
     )
     p.add_argument(
         "--decoys",
@@ -140,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             decoys=a.decoys,
         )
         rows.standardise()
-        head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
+        if a.joint:
+            head, info = _fit_joint(rows, seed)
+        else:
+            head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
         heads.append(head)
         infos.append(info.get("heldout_auc"))
         del rows
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     bags = load_terms(a.terms)
     base = bag_figures(bags)
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
-    per_draw = head_logits(b, bags, heads, a.cells, a)
+    per_draw = (joint_logits if a.joint else head_logits)(b, bags, heads, a.cells, a)
 
     def figures(first: int, last: int) -> dict[str, float]:
         return figures_with_heads(bags, per_draw, slice(first, last + 1))
@@ -169,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                 "per_bag": per_bag,
                 "decoys": a.decoys,
                 "head_zoom": a.head_zoom,
+                "joint": a.joint,
                 "hidden": a.hidden,
                 "negatives": a.negatives,
                 "seed_offset": a.seed_offset,
                 "draws": a.draws,
-                "dim": heads[0].dim,
+                "dim": getattr(heads[0], "dim", None),
                 "tip_head": info,
                 "pooled_head": base,
                 "grid_head": grid,
@@ -185,6 +196,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _fit_joint(rows: fit.TipRows, seed: int) -> tuple[torch.nn.Sequential, dict]:
+    """One MLP on both views' standardised inputs side by side (the shipped recipe's MLP,
+    loss and optimiser), folded to read the raw inputs."""
+    x = torch.cat([rows.x[0], rows.x[1]], dim=1)
+    net = fit.train_mlp(x, rows.y, seed)
+    mean = torch.cat([rows.scale[0][0], rows.scale[1][0]])
+    std = torch.cat([rows.scale[0][1], rows.scale[1][1]])
+    info = {"threat_windows": int(rows.y.sum()), "normal_windows": int((rows.y == 0).sum())}
+    return fit.fold_standardisation(net, mean, std), info
+
+
+@torch.no_grad()
+def joint_logits(bundle, bags, heads, cells: int, a: argparse.Namespace) -> list[dict]:
+    """:func:`evidence_terms.head_logits` for joint heads: every head's logit on each
+    window's two views read together, given to both views' keys."""
+    engine = ScoringEngine(bundle, torch.device("cpu"))
+    out = []
+    for bag, idx, views in bag_views(bundle, bags, a.normal, a.threat, a.labels, a.masks):
+        x = torch.cat([engine.embed_windows(w, cells) for w in views], dim=1).float()
+        lg = torch.zeros(len(heads), len(bag["valid"]))
+        lg[:, idx] = torch.stack([h(x).squeeze(1) for h in heads])
+        out.append({"h": lg, "hz": lg})
+    return out
 
 
 def _variants(a: argparse.Namespace) -> None:
