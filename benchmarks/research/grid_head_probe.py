@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the head's zoomed view shrinks the scan this many times, in training and on the "
         "val bags (GANomaly's zoomed terms stay the dump's; fifteenth session)",
+    )
+    p.add_argument(
+        "--wide",
+        type=float,
+        default=None,
+        help="a THIRD view for the head: each window's view shrunk this many times, its own head "
+        "per draw (same projections), scored as GANomaly's zoomed terms plus its z; the score "
+        "the max of the three views (fifteenth session)",
     )
     p.add_argument(
         "--joint",
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ws = load_windows(a.sources, cfg)
     split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
     per_bag = a.per_bag or cfg.tip_per_bag
-    heads, infos = [], []
+    heads, infos, wide_heads = [], [], []
+    b_wide = _with_zoom(b, a.wide) if a.wide else None
     for k in range(a.draws):  # draw k's seed = offset k's: draws 0 and 1 ARE offsets 0 and 1
         seed = cfg.seed + a.seed_offset + k
         scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
@@ -154,6 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         heads.append(head)
         infos.append(info.get("heldout_auc"))
         del rows
+        if b_wide is not None:  # the same projections and windows (same seed), cut wider
+            scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
+            rows = fit.collect_rows(
+                b_wide,
+                scans,
+                torch.device("cpu"),
+                per_bag,
+                seed,
+                cells=a.cells,
+                size_range=tuple(a.size),
+                decoys=a.decoys,
+            )
+            rows.standardise()
+            wide_heads.append(fit.fit_heads(rows, seed)[0])
+            del rows
     t1 = time.perf_counter()
 
     # The val bags, in the order evidence_terms.py saved them.
@@ -161,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     base = bag_figures(bags)
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
     per_draw = (joint_logits if a.joint else head_logits)(b, bags, heads, a.cells, a)
+    if b_wide is not None:
+        per_wide = head_logits(b_wide, bags, wide_heads, a.cells, a)
 
     def figures(first: int, last: int) -> dict[str, float]:
-        return figures_with_heads(bags, per_draw, slice(first, last + 1))
+        if b_wide is None:
+            return figures_with_heads(bags, per_draw, slice(first, last + 1))
+        return _figures_wide(bags, per_draw, per_wide, slice(first, last + 1))
 
     by_subset = {f"{f}-{la}": figures(f, la) for f, la in subsets}
     grid = figures(0, len(heads) - 1)
@@ -180,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "decoys": a.decoys,
                 "head_zoom": a.head_zoom,
                 "joint": a.joint,
+                "wide": a.wide,
                 "hidden": a.hidden,
                 "negatives": a.negatives,
                 "seed_offset": a.seed_offset,
@@ -196,6 +226,39 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _with_zoom(bundle, factor: float):
+    """A shallow copy of ``bundle`` whose score spec cuts the zoomed view ``factor`` times
+    smaller (the head's views are cut through it)."""
+    import copy
+
+    out = copy.copy(bundle)
+    out.score = copy.copy(bundle.score)
+    out.score.params = {**bundle.score.params, "zoom": float(factor)}
+    return out
+
+
+def _figures_wide(bags, per_draw, per_wide, which) -> dict[str, float]:
+    """Bag figures with the head's two views' z as usual and a third, wide view scored as
+    GANomaly's zoomed terms plus the wide head's within-scan z, the window score the max of
+    the three views before the spatial context (the product's combine otherwise)."""
+    from evidence_terms import bag_figures as _bag_figures
+
+    from xrayscreen.inference import context, tip_evidence
+    from xrayscreen.model.bundle import ScoreSpec
+
+    spec = ScoreSpec(params={"scan_norm": "robust_z", "context_px": 128.0, "context_self": 0.25})
+    for bag, kept, wide in zip(bags, per_draw, per_wide):
+        valid = torch.from_numpy(bag["valid"])
+        z = {k: tip_evidence.normalise(lg[which].mean(0), valid).numpy() for k, lg in kept.items()}
+        hw = tip_evidence.normalise(wide["hz"][which].mean(0), valid).numpy()
+        fine = bag["m"] + 0.5 * bag["d"] + z["h"]
+        coarse = bag["mz"] + 0.5 * bag["dz"] + z["hz"]
+        far = bag["mz"] + 0.5 * bag["dz"] + hw
+        s = torch.from_numpy(np.maximum(np.maximum(fine, coarse), far).astype(np.float32))
+        bag["out"] = context.apply(spec, s, bag["grid"], valid).numpy()
+    return _bag_figures(bags, saved=True)
 
 
 def _fit_joint(rows: fit.TipRows, seed: int) -> tuple[torch.nn.Sequential, dict]:
