@@ -14,6 +14,7 @@ and never shipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -340,8 +341,12 @@ def decoy_areal(
 
 
 def _object_areal(
-    draw, extent_mm: float, rng: np.random.Generator, pixel_mm: float
+    draw: Callable[[_Canvas, np.random.Generator, tuple[float, float], np.ndarray], None],
+    extent_mm: float,
+    rng: np.random.Generator,
+    pixel_mm: float,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``draw`` stamped at the centre of a canvas ``extent_mm`` wide, cropped to its footprint."""
     side = int(np.ceil(extent_mm / pixel_mm)) + 4
     cv = _Canvas(side, side, pixel_mm)
     fp = np.zeros((side, side), dtype=bool)

@@ -14,6 +14,7 @@ operator drills.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +114,7 @@ def project_decoy(
 def _project(
     scan: Scan,
     kind: str,
-    areal_of,
+    areal_of: Callable[[str, np.random.Generator, float], tuple[np.ndarray, np.ndarray]],
     meta_key: str,
     seed: int,
     position: tuple[float, float] | None,
