@@ -253,6 +253,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="range of the factor a training scan's pixel pitch is multiplied by for the "
         "projected-threat head's threats (1 = physical size, 2 = half as large; default 1 2)",
     )
+    parser.add_argument(
+        "--tip-thickness-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="range (log-uniform) of the factor on that head's projected threats' areal "
+        "density (1 = the simulator's steel, smaller = lighter; default 0.25 1)",
+    )
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
@@ -290,6 +299,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["bank_hues"] = list(args.bank_hues)
     if getattr(args, "tip_size_range", None) is not None:
         base["tip_size_range"] = list(args.tip_size_range)
+    if getattr(args, "tip_thickness_range", None) is not None:
+        base["tip_thickness_range"] = list(args.tip_thickness_range)
     if args.window is not None and args.stride is None and not args.config:
         base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:

@@ -198,6 +198,10 @@ class TrainConfig:
             multiplied by for the head's projected threats: 1 = the simulator's physical
             size (a scan without a known pitch spans 800 mm), 2 = shown half as large,
             0.5 = twice as large.
+        tip_thickness_range: Range (log-uniform) of the factor on the projected threats'
+            areal density (matter in the beam): 1 = the simulator's steel; smaller shows
+            them lighter (fifteenth session: SIXray renders thin steel far lighter than
+            the simulator's physics does).
         tip_decoys: Benign dense objects (a metal block in a case, a canister with
             opaque lumps, a metal lump) projected into each training scan after its
             threats; every window on one is a negative of the head (fifteenth session);
@@ -284,6 +288,7 @@ class TrainConfig:
     tip_abs_share: float = 0.0
     tip_draws: int = 1
     tip_size_range: tuple[float, float] = (1.0, 2.0)
+    tip_thickness_range: tuple[float, float] = (0.25, 1.0)
     tip_decoys: int = 0
     dfeat_weight: float = 0.0
     bank_level: int = 2
@@ -302,6 +307,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.tip_size_range = tuple(float(v) for v in self.tip_size_range)  # type: ignore[assignment]
+        self.tip_thickness_range = tuple(float(v) for v in self.tip_thickness_range)  # type: ignore[assignment]
         self.bank_gammas = [float(g) for g in self.bank_gammas]
         self.bank_hues = [float(h) for h in self.bank_hues]
         if self.stride is None:
@@ -432,6 +438,12 @@ class TrainConfig:
             raise ConfigError(f"tip_draws must be 1-8 heads, got {self.tip_draws}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
+        thick = self.tip_thickness_range
+        if len(thick) != 2 or not 0.01 <= thick[0] <= thick[1] <= 4.0:
+            raise ConfigError(
+                "tip_thickness_range must be two factors 0.01 <= low <= high <= 4, "
+                f"got {list(thick)}"
+            )
         if not 0 <= int(self.tip_decoys) <= 8:
             raise ConfigError(f"tip_decoys must be 0-8 objects a scan, got {self.tip_decoys}")
         size = self.tip_size_range
@@ -504,6 +516,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["tip_size_range"] = list(self.tip_size_range)
+        d["tip_thickness_range"] = list(self.tip_thickness_range)
         return d
 
     @classmethod

@@ -533,6 +533,7 @@ def _fit_tip(
             draws=cfg.tip_draws,
             size_range=cfg.tip_size_range,
             decoys=cfg.tip_decoys,
+            thickness_range=cfg.tip_thickness_range,
         )
     except ConfigError as exc:
         return [f"projected-threat head not fitted ({exc}); the score does not add it"]

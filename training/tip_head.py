@@ -260,11 +260,12 @@ def collect_rows(
     conv: int = 0,
     size_range: tuple[float, float] = SIZE_RANGE,
     decoys: int = 0,
+    thickness_range: tuple[float, float] = THICKNESS_RANGE,
 ) -> TipRows:
     """Project threats into ``scans`` and embed their labelled windows (both views);
     with ``every_negative`` all threat-free windows, the random sample flagged (the
-    projections and the sample do not change). ``size_range``, ``decoys``: see
-    :func:`project_bag`.
+    projections and the sample do not change). ``size_range``, ``decoys``,
+    ``thickness_range``: see :func:`project_bag`.
 
     Raises:
         ConfigError: when no projected window could be labelled a threat.
@@ -277,7 +278,9 @@ def collect_rows(
     ys, bags, flags = [], [], []
     n_bags = n_threats = 0
     for scan in scans:
-        tip, boxes = project_bag(scan, rng, per_bag, size_range, clutter=clutter, decoys=decoys)
+        tip, boxes = project_bag(
+            scan, rng, per_bag, size_range, thickness_range, clutter=clutter, decoys=decoys
+        )
         rows, labels, sampled = _window_rows(
             engine, tip, boxes, rng, every_negative, cells, cell_max, conv
         )
@@ -562,6 +565,7 @@ def fit_tip_head(
     conv: int = 0,
     size_range: tuple[float, float] = SIZE_RANGE,
     decoys: int = 0,
+    thickness_range: tuple[float, float] = THICKNESS_RANGE,
 ) -> tuple[TipHead | ConvTipHead, dict[str, Any]]:
     """Fit the projected-threat head of a trained bundle on its normal training scans.
 
@@ -594,6 +598,8 @@ def fit_tip_head(
             by for each projected bag (1 = the threats' physical size, 2 = half as large).
         decoys: Benign dense objects projected into each scan after its threats, every
             window on one a negative (:func:`project_bag`; 0 = none).
+        thickness_range: Range (log-uniform) of the projected threats' areal-density
+            factor (:func:`project_bag`).
 
     Returns:
         The head and a JSON-able record (counts, held-out AUC per view, seconds).
@@ -631,6 +637,7 @@ def fit_tip_head(
             conv=conv,
             size_range=tuple(size_range),
             decoys=decoys,
+            thickness_range=tuple(thickness_range),
         )
         if cells > 0 or conv > 0:
             rows.standardise()
@@ -647,6 +654,7 @@ def fit_tip_head(
         info["heldout_auc_draws"] = [i["heldout_auc"] for i in infos]
     info["draws"] = int(draws)
     info["size_range"] = [float(v) for v in size_range]
+    info["thickness_range"] = [float(v) for v in thickness_range]
     if decoys:
         info["decoys"] = int(decoys)
     info["embed_s"] = round(embed_s, 1)

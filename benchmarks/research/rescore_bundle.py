@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tip-draws", type=int, default=None, help="default: the bundle's")
     p.add_argument("--tip-decoys", type=int, default=None, help="default: the bundle's")
     p.add_argument(
+        "--tip-thickness-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="default: the bundle's",
+    )
+    p.add_argument(
         "--tip-size-range", type=float, nargs=2, default=None, help="default: the bundle's"
     )
     p.add_argument(
@@ -107,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         tip_members=cfg.tip_members if a.tip_members is None else a.tip_members,
         tip_draws=cfg.tip_draws if a.tip_draws is None else a.tip_draws,
         tip_decoys=cfg.tip_decoys if a.tip_decoys is None else a.tip_decoys,
+        tip_thickness_range=(
+            cfg.tip_thickness_range
+            if a.tip_thickness_range is None
+            else tuple(a.tip_thickness_range)
+        ),
         tip_size_range=(
             cfg.tip_size_range if a.tip_size_range is None else tuple(a.tip_size_range)
         ),
@@ -171,6 +184,7 @@ HEAD_SETTINGS = (
     "tip_draws",
     "tip_size_range",
     "tip_decoys",
+    "tip_thickness_range",
     "half_weights",
 )
 

@@ -483,6 +483,42 @@ def test_size_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkey
     assert ranges == [(0.5, 2.0)] * 10 and info["size_range"] == [0.5, 2.0]
 
 
+def test_thickness_range_is_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):
+    from xrayscreen.training import cli as train_cli
+
+    assert TrainConfig.xray().tip_thickness_range == fit.THICKNESS_RANGE
+    cfg = TrainConfig.xray(tip_thickness_range=[0.04, 0.2])
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.tip_thickness_range == (0.04, 0.2)
+    old = {k: v for k, v in TrainConfig.xray().to_dict().items() if k != "tip_thickness_range"}
+    assert TrainConfig.from_dict(old).tip_thickness_range == (0.25, 1.0)
+    for bad in ([0.5, 0.2], [0.001, 0.2], [0.1, 5.0], [0.1]):
+        with pytest.raises(ConfigError, match="tip_thickness_range"):
+            TrainConfig.xray(tip_thickness_range=bad)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["n", "--out", "o", "--tip-thickness-range", "0.04", "0.2"])
+    assert train_cli.config_from_args(args).tip_thickness_range == (0.04, 0.2)
+
+    b = memory_bundle(
+        tmp_path / "m", CFG, kind="feature_knn", params={"scan_norm": "robust_z", "zoom": 2.0}
+    )
+    scans = [simulate_bag(i, size=(200, 260)).scan for i in range(4)]
+    thick = []
+    real = fit.project_threat
+
+    def spy(scan, kind, **kw):
+        thick.append(kw["thickness"])
+        return real(scan, kind, **kw)
+
+    monkeypatch.setattr(fit, "project_threat", spy)
+    _, info = fit.fit_tip_head(
+        b, scans, torch.device("cpu"), per_bag=2, seed=0, draws=2, thickness_range=(0.04, 0.2)
+    )
+    assert len(thick) == 16 and all(0.04 <= t <= 0.2 for t in thick)
+    assert info["thickness_range"] == [0.04, 0.2]
+
+
 def test_decoys_are_a_validated_setting_passed_to_every_draw(tmp_path, monkeypatch):
     from xrayscreen.training import cli as train_cli
 
