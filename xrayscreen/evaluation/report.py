@@ -317,6 +317,23 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_f(d['benign_alarmed'], True)} | {_f(d['threat_alarm_on_threat'], True)} | "
                 f"{_f(d['threat_any_alarm'], True)} |"
             )
+        by = [o for o in report["kinds"][mk]["bag"]["operating"] if o.get("on_threat_by_contents")]
+        labels = sorted({c for o in by for c in o["on_threat_by_contents"]})
+        if len(labels) > 1:
+            out += [
+                "",
+                "Threat bags alarmed on the threat, by what they hold (a detector can carry "
+                "every bag with one class and miss the bags holding only another):",
+                "",
+                "| benign bags alarmed (target) | " + " | ".join(_md(c) for c in labels) + " |",
+                "|---" * (len(labels) + 1) + "|",
+            ]
+            for o in by:
+                cells = []
+                for c in labels:
+                    r = o["on_threat_by_contents"].get(c)
+                    cells.append(f"{r['alarmed_on_threat']} / {r['bags']}" if r else "–")
+                out.append(f"| {_f(o['target_benign_alarm'], True)} | " + " | ".join(cells) + " |")
     t = report.get("timing_s", {})
     if t:
         out += ["", "Timing (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]

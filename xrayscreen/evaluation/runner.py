@@ -132,10 +132,13 @@ def evaluate(
     if montage_kind is None and scorers:
         montage_kind = scorers[-1].kinds[0]
     timing = {sc.name: 0.0 for sc in scorers}
+    contents: dict[str, str] = {}
     t0 = time.perf_counter()
     for scan in tqdm(dataset.scans, desc="scoring", unit="bag", disable=not progress):
         lab = scan.labels
         threat_px = scan.annotation.threat_pixels() if scan.annotated else None
+        if scan.kind == THREAT and scan.annotated:
+            contents[scan.name] = bag_contents(scan.annotation.classes())
         mask_truth = None
         if scan.annotation.has_mask:
             from xrayscreen.evaluation.annotations import rescale_mask
@@ -177,7 +180,7 @@ def evaluate(
                     acc.heat_small[scan.name] = _small(heat)
         scan.release()
     wall = time.perf_counter() - t0
-    summary, curves = _figures(dataset, kinds, far)
+    summary, curves = _figures(dataset, kinds, far, contents)
     summary["timing_s"] = {
         "scoring_pass": round(wall, 2),
         **{k: round(v, 2) for k, v in timing.items()},
@@ -212,7 +215,17 @@ def _present_classes(dataset: Dataset, pos_cls: np.ndarray) -> list[str]:
     return [c for i, c in enumerate(dataset.classes) if (pos_cls == i).any()]
 
 
-def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[dict, dict]:
+def bag_contents(classes: set[str]) -> str:
+    """A threat bag's contents as one label, its threat classes sorted and joined
+    (``"gun + knife"``, ``"knife"``): bag-level figures are broken down by it because a
+    detector can carry every bag holding one class and miss the bags holding only another
+    (issue 7: SIXray's knife-only bags)."""
+    return " + ".join(sorted(classes)) or "unlabelled"
+
+
+def _figures(
+    dataset: Dataset, kinds: dict[str, _KindAcc], far: float, contents: dict[str, str] | None = None
+) -> tuple[dict, dict]:
     benign = [s.name for s in dataset.scans if s.kind == BENIGN]
     threat = [s.name for s in dataset.scans if s.kind == THREAT]
     annotated = [s.name for s in dataset.scans if s.kind == THREAT and s.annotated]
@@ -252,7 +265,7 @@ def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[
             window[pool] = cols
             if len(pos) and len(neg):
                 curves[name][f"window_{pool}"] = _thin(roc_curve(pos, neg))
-        bag = _bag_figures(acc, benign, threat, annotated)
+        bag = _bag_figures(acc, benign, threat, annotated, contents or {})
         if bag.get("roc") is not None:
             curves[name]["bag"] = bag.pop("roc")
         else:
@@ -282,7 +295,11 @@ def _figures(dataset: Dataset, kinds: dict[str, _KindAcc], far: float) -> tuple[
 
 
 def _bag_figures(
-    acc: _KindAcc, benign: list[str], threat: list[str], annotated: list[str]
+    acc: _KindAcc,
+    benign: list[str],
+    threat: list[str],
+    annotated: list[str],
+    contents: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     b = np.array([acc.bag_peak[n] for n in benign], dtype=np.float64)
     t = np.array([acc.bag_peak[n] for n in threat], dtype=np.float64)
@@ -318,6 +335,7 @@ def _bag_figures(
                 "benign_alarmed": _r(float((b > thr).mean())),
                 "threat_alarm_on_threat": _r(float((hit > thr).mean())) if len(hit) else None,
                 "threat_any_alarm": _r(float((t > thr).mean())) if len(t) else None,
+                "on_threat_by_contents": _by_contents(acc, annotated, contents or {}, thr),
             }
         )
     # How much a few dozen bags can tell: bag-resampled percentile intervals (threshold
@@ -329,6 +347,21 @@ def _bag_figures(
         iv = ci["operating"][op["target_benign_alarm"]]
         op["ci"] = {k: _ri(v) for k, v in iv.items()}
     return res
+
+
+def _by_contents(
+    acc: _KindAcc, annotated: list[str], contents: dict[str, str], thr: float
+) -> dict[str, dict[str, int]]:
+    """Per contents label (:func:`bag_contents`): annotated threat bags and how many of
+    them alarm on the threat above ``thr``."""
+    out: dict[str, dict[str, int]] = {}
+    for name in annotated:
+        if name not in acc.bag_hit or name not in contents:
+            continue
+        row = out.setdefault(contents[name], {"bags": 0, "alarmed_on_threat": 0})
+        row["bags"] += 1
+        row["alarmed_on_threat"] += int(acc.bag_hit[name] > thr)
+    return dict(sorted(out.items()))
 
 
 def _window_auc_ci(acc: _KindAcc, dataset: Dataset, pool: str, cname: str) -> list[float] | None:

@@ -197,3 +197,25 @@ def test_the_models_default_threshold_gets_its_own_operating_point(dataset):
         "threat_any_alarm": 1.0,
     }
     assert "at_default_threshold" not in ev.summary["kinds"]["other"]["bag"]
+
+
+def test_bag_alarms_are_broken_down_by_what_the_bag_holds(dataset, tmp_path):
+    from xrayscreen.evaluation.report import build_report, render_markdown
+    from xrayscreen.evaluation.runner import bag_contents
+
+    assert bag_contents({"knife", "gun"}) == "gun + knife" and bag_contents(set()) == "unlabelled"
+
+    def fn(scan):  # fires on the threat of the gun bags only (P0, P2; P1 holds a knife)
+        hit = scan.kind == "threat" and scan.name != "P1"
+        return np.where((scan.labels.label == 1) & hit, 1.0, 0.0)
+
+    ev = evaluate(dataset, [FunctionScorer("guns_only", fn)], progress=False)
+    ops = ev.summary["kinds"]["guns_only"]["bag"]["operating"]
+    assert ops[0]["target_benign_alarm"] == 0.0
+    assert ops[0]["on_threat_by_contents"] == {
+        "gun": {"bags": 2, "alarmed_on_threat": 2},
+        "knife": {"bags": 1, "alarmed_on_threat": 0},
+    }
+    assert ops[0]["threat_alarm_on_threat"] == pytest.approx(2 / 3, abs=1e-4)
+    md = render_markdown(build_report(ev, dataset, model=None, extra_settings={"far": 0.01}))
+    assert "by what they hold" in md and "| 0.0 % | 2 / 2 | 0 / 1 |" in md
