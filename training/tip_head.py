@@ -150,33 +150,30 @@ def project_bag(
     out = dataclasses.replace(scan, pixel_mm=pitch)
     boxes = []
     lo, hi = (math.log(t) for t in thickness_range)
+
+    def put(project: Callable[..., Any], kind: str) -> None:
+        nonlocal out
+        res = project(
+            out,
+            kind,
+            seed=int(rng.integers(2**31)),
+            thickness=float(math.exp(rng.uniform(lo, hi))),
+            clutter=clutter,
+        )
+        out = res.scan
+        boxes.append(res.box)
+
     for kind in rng.choice(THREATS, per_bag):
         own = (kind_sizes or {}).get(str(kind))
         if own is not None:
             out = dataclasses.replace(out, pixel_mm=base * float(rng.uniform(*own)))
         elif out.pixel_mm != pitch:
             out = dataclasses.replace(out, pixel_mm=pitch)
-        res = project_threat(
-            out,
-            str(kind),
-            seed=int(rng.integers(2**31)),
-            thickness=float(math.exp(rng.uniform(lo, hi))),
-            clutter=clutter,
-        )
-        out = res.scan
-        boxes.append(res.box)
-    if decoys > 0:
+        put(project_threat, str(kind))
+    if decoys > 0:  # at the bag's size draw, after every threat's draws
         out = dataclasses.replace(out, pixel_mm=pitch)
-    for kind in rng.choice(DECOYS, decoys) if decoys > 0 else ():
-        res = project_decoy(
-            out,
-            str(kind),
-            seed=int(rng.integers(2**31)),
-            thickness=float(math.exp(rng.uniform(lo, hi))),
-            clutter=clutter,
-        )
-        out = res.scan
-        boxes.append(res.box)
+        for kind in rng.choice(DECOYS, decoys):
+            put(project_decoy, str(kind))
     # The working scale must not see the size jitter (a pitch-based scale would).
     return dataclasses.replace(out, pixel_mm=scan.pixel_mm), boxes
 

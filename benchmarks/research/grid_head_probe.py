@@ -145,29 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     b_wide = _with_zoom(b, a.wide) if a.wide else None
     for k in range(a.draws):  # draw k's seed = offset k's: draws 0 and 1 ARE offsets 0 and 1
         seed = cfg.seed + a.seed_offset + k
-        scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
-        rows = fit.collect_rows(
-            b,
-            scans,
-            torch.device("cpu"),
-            per_bag,
-            seed,
-            cells=a.cells,
-            size_range=tuple(a.size),
-            decoys=a.decoys,
-        )
-        rows.standardise()
-        if a.joint:
-            head, info = _fit_joint(rows, seed)
-        else:
-            head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
-        heads.append(head)
-        infos.append(info.get("heldout_auc"))
-        del rows
-        if b_wide is not None:  # the same projections and windows (same seed), cut wider
+
+        def rows_of(bundle, seed):  # the draw's projections (same seed: same windows), standardised
             scans = iter_scans_of(a.sources, split.train.scan_ids, split.train.scan_names)
             rows = fit.collect_rows(
-                b_wide,
+                bundle,
                 scans,
                 torch.device("cpu"),
                 per_bag,
@@ -177,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
                 decoys=a.decoys,
             )
             rows.standardise()
+            return rows
+
+        rows = rows_of(b, seed)
+        if a.joint:
+            head, info = _fit_joint(rows, seed)
+        else:
+            head, info = fit.fit_heads(rows, seed)  # folded: reads the raw input
+        heads.append(head)
+        infos.append(info.get("heldout_auc"))
+        del rows
+        if b_wide is not None:  # the same projections and windows (same seed), cut wider
+            rows = rows_of(b_wide, seed)
             wide_heads.append(fit.fit_heads(rows, seed)[0])
             del rows
     t1 = time.perf_counter()
