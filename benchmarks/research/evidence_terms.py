@@ -245,7 +245,7 @@ def bag_figures(bags: list[dict[str, Any]], saved: bool = False, **kw: Any) -> d
     """Share of threat bags alarmed on the threat at 5 % of benign bags (highest-window
     reading), bag AUC and window AUC against benign bags' windows; ``saved`` reads the
     product's own saved score instead of recombining."""
-    benign, on_threat, peaks, wn, wt = [], [], [], [], []
+    benign, on_threat, peaks, wn, wt, held = [], [], [], [], [], []
     for bag in bags:
         s = bag["out"] if saved else combine(bag, **kw)
         v = bag["valid"]
@@ -258,14 +258,39 @@ def bag_figures(bags: list[dict[str, Any]], saved: bool = False, **kw: Any) -> d
         if lab.any():
             on_threat.append(s[lab].max())
             wt.append(s[lab])
+            held.append(bag.get("contents"))
     benign_sorted = np.sort(benign)
     allowed = int(np.floor(0.05 * len(benign_sorted)))
     threshold = benign_sorted[-allowed - 1]  # alarm strictly above: <= 5 % of benign bags
-    return {
-        "bag5": round(float(np.mean(np.array(on_threat) > threshold)), 4),
+    hit = np.array(on_threat) > threshold
+    out = {
+        "bag5": round(float(np.mean(hit)), 4),
         "bag_auc": round(float(roc_auc(np.array(peaks), benign_sorted)), 4),
         "window_auc": round(float(roc_auc(np.concatenate(wt), np.concatenate(wn))), 4),
     }
+    if any(h is not None for h in held):  # fifteenth session: knife-only bags are the gap
+        out["bag5_by_contents"] = {
+            c: [int(hit[[h == c for h in held]].sum()), sum(h == c for h in held)]
+            for c in sorted({h for h in held if h is not None})
+        }
+    return out
+
+
+def add_contents(bags: list[dict[str, Any]], threat: str, labels: str, masks: str) -> None:
+    """Give every saved threat bag its ``contents`` (its threat classes joined, as
+    ``xrayscreen evaluate`` breaks bag alarms down), read from its annotation."""
+    import cv2
+
+    from xrayscreen.evaluation.annotations import AnnotationSource
+    from xrayscreen.evaluation.runner import bag_contents
+
+    src = AnnotationSource(labels=labels, masks=masks)
+    paths = {Path(ln.strip()).stem: ln.strip() for ln in open(threat) if ln.strip()}
+    for bag in bags:
+        if bag["kind"] == "threat" and bag["name"] in paths:
+            img = cv2.imread(paths[bag["name"]], cv2.IMREAD_REDUCED_GRAYSCALE_2)
+            shape = (img.shape[0] * 2, img.shape[1] * 2)
+            bag["contents"] = bag_contents(src.load(bag["name"], shape).classes())
 
 
 SWEEP: dict[str, dict[str, Any]] = {

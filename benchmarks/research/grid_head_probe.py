@@ -40,6 +40,7 @@ from xrayscreen.training.data import iter_scans_of, load_windows, split_by_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from evidence_terms import (
+    add_contents,
     add_probe_args,
     bag_figures,
     bag_views,
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The val bags, in the order evidence_terms.py saved them.
     bags = load_terms(a.terms)
+    add_contents(bags, a.threat, a.labels, a.masks)
     base = bag_figures(bags)
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
     per_draw = (joint_logits if a.joint else head_logits)(b, bags, heads, a.cells, a)
