@@ -121,6 +121,7 @@ def project_bag(
     clutter: float = 0.0,
     kind_sizes: dict[str, tuple[float, float]] | None = None,
     decoys: int = 0,
+    kind_thickness: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
 
@@ -136,6 +137,8 @@ def project_bag(
         kind_sizes: Threat kinds drawn at their own pitch-factor range, one draw per
             threat (research: SIXray's knives are larger than its guns); the others
             share the bag's ``size_range`` draw.
+        kind_thickness: Threat kinds drawn at their own thickness range (log-uniform;
+            research: SIXray shows its knives lighter than its guns).
         decoys: Benign dense objects (:data:`~xrayscreen.imaging.simulator.DECOYS`)
             projected after the threats, at the threats' size and thickness draws; their
             boxes carry the decoy's name (:func:`_window_rows` makes them negatives).
@@ -153,11 +156,13 @@ def project_bag(
 
     def put(project: Callable[..., Any], kind: str) -> None:
         nonlocal out
+        own = (kind_thickness or {}).get(kind)
+        t_lo, t_hi = (lo, hi) if own is None else (math.log(own[0]), math.log(own[1]))
         res = project(
             out,
             kind,
             seed=int(rng.integers(2**31)),
-            thickness=float(math.exp(rng.uniform(lo, hi))),
+            thickness=float(math.exp(rng.uniform(t_lo, t_hi))),
             clutter=clutter,
         )
         out = res.scan

@@ -72,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         help="knives get their own pitch factor range (fourteenth session: SIXray's knives are "
         "larger than its guns relative to the bag); other threats keep --size",
     )
+    p.add_argument(
+        "--knife-thickness",
+        type=float,
+        nargs=2,
+        default=None,
+        help="knives get their own thickness range (fifteenth session: SIXray shows its knives "
+        "lighter than the projections); other threats keep --thickness",
+    )
     p.add_argument("--per-bag", type=int, default=None, help="threats per bag (bundle's)")
     p.add_argument(
         "--head-zoom",
@@ -201,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "thickness": a.thickness,
                 "size": a.size,
                 "knife_size": a.knife_size,
+                "knife_thickness": a.knife_thickness,
                 "per_bag": per_bag,
                 "decoys": a.decoys,
                 "head_zoom": a.head_zoom,
@@ -291,10 +300,18 @@ def _variants(a: argparse.Namespace) -> None:
     real_project = fit.project_bag
 
     kinds = {"knife": tuple(a.knife_size)} if a.knife_size else None
+    thick = {"knife": tuple(a.knife_thickness)} if a.knife_thickness else None
 
     def project(scan, rng, per_bag, size_range=fit.SIZE_RANGE, thickness_range=None, **kw):
         return real_project(
-            scan, rng, per_bag, size_range, tuple(a.thickness), kind_sizes=kinds, **kw
+            scan,
+            rng,
+            per_bag,
+            size_range,
+            tuple(a.thickness),
+            kind_sizes=kinds,
+            kind_thickness=thick,
+            **kw,
         )
 
     fit.project_bag = project

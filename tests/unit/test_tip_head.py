@@ -403,6 +403,23 @@ def test_kind_sizes_draw_one_kind_at_its_own_size(monkeypatch):
         assert pitch == pytest.approx(base * (0.5 if kind == "knife" else 1.0))
 
 
+def test_kind_thickness_draws_one_kind_at_its_own_thickness(monkeypatch):
+    scan = _scan(1, size=240)
+    seen = []
+    real = fit.project_threat
+
+    def project(scans, kind, **kw):
+        seen.append((kind, kw["thickness"]))
+        return real(scans, kind, **kw)
+
+    monkeypatch.setattr(fit, "project_threat", project)
+    fit.project_bag(scan, np.random.default_rng(0), 8, kind_thickness={"knife": (0.04, 0.1)})
+    assert {k for k, _ in seen} >= {"knife", "gun"}
+    for kind, t in seen:  # knives in their own range, the rest in THICKNESS_RANGE
+        lo, hi = (0.04, 0.1) if kind == "knife" else fit.THICKNESS_RANGE
+        assert lo <= t <= hi
+
+
 def test_project_bag_decoys_come_after_the_threats_and_are_named():
     scan = _scan(1, size=240)
     plain, threats = fit.project_bag(scan, np.random.default_rng(0), 2)
