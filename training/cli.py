@@ -204,6 +204,15 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
+#: Two-number ``LOW HIGH`` flags, each named after the TrainConfig field it sets.
+_RANGE_FLAGS: dict[str, str] = {
+    "tip_size_range": "range of the factor a training scan's pixel pitch is multiplied by for "
+    "the projected-threat head's threats (1 = physical size, 2 = half as large; default 1 2)",
+    "tip_thickness_range": "range (log-uniform) of the factor on that head's projected "
+    "threats' areal density (1 = the simulator's steel, smaller = lighter; default 0.25 1)",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``train`` options."""
     parser.add_argument(
@@ -244,24 +253,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature_knn: the memory also draws from training windows whose colours are "
         "turned by these angles (another palette; no values = none)",
     )
-    parser.add_argument(
-        "--tip-size-range",
-        nargs=2,
-        type=float,
-        default=None,
-        metavar=("LOW", "HIGH"),
-        help="range of the factor a training scan's pixel pitch is multiplied by for the "
-        "projected-threat head's threats (1 = physical size, 2 = half as large; default 1 2)",
-    )
-    parser.add_argument(
-        "--tip-thickness-range",
-        nargs=2,
-        type=float,
-        default=None,
-        metavar=("LOW", "HIGH"),
-        help="range (log-uniform) of the factor on that head's projected threats' areal "
-        "density (1 = the simulator's steel, smaller = lighter; default 0.25 1)",
-    )
+    for flag, help_text in _RANGE_FLAGS.items():
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            nargs=2,
+            type=float,
+            default=None,
+            metavar=("LOW", "HIGH"),
+            help=help_text,
+        )
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
@@ -297,10 +297,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["bank_gammas"] = list(args.bank_gammas)
     if getattr(args, "bank_hues", None) is not None:
         base["bank_hues"] = list(args.bank_hues)
-    if getattr(args, "tip_size_range", None) is not None:
-        base["tip_size_range"] = list(args.tip_size_range)
-    if getattr(args, "tip_thickness_range", None) is not None:
-        base["tip_thickness_range"] = list(args.tip_thickness_range)
+    for flag in _RANGE_FLAGS:
+        if getattr(args, flag, None) is not None:
+            base[flag] = list(getattr(args, flag))
     if args.window is not None and args.stride is None and not args.config:
         base["stride"] = None  # default stride follows the window (window // 2)
     if args.bf16:

@@ -103,6 +103,14 @@ def xray_settings(settings: dict[str, Any], explicit: Any = ()) -> dict[str, Any
     return without_unusable_head(without_palette_jitter(settings, explicit), explicit)
 
 
+def _check_range(name: str, value: tuple[float, ...], lo: float, hi: float) -> None:
+    """Refuse a factor range that is not two numbers ``lo <= low <= high <= hi``."""
+    if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
+        raise ConfigError(
+            f"{name} must be two factors {lo:g} <= low <= high <= {hi:g}, got {list(value)}"
+        )
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run. Defaults are the X-ray product defaults.
@@ -438,19 +446,10 @@ class TrainConfig:
             raise ConfigError(f"tip_draws must be 1-8 heads, got {self.tip_draws}")
         if not 1 <= int(self.tip_members) <= 32:
             raise ConfigError(f"tip_members must be 1-32 nets, got {self.tip_members}")
-        thick = self.tip_thickness_range
-        if len(thick) != 2 or not 0.01 <= thick[0] <= thick[1] <= 4.0:
-            raise ConfigError(
-                "tip_thickness_range must be two factors 0.01 <= low <= high <= 4, "
-                f"got {list(thick)}"
-            )
+        _check_range("tip_thickness_range", self.tip_thickness_range, 0.01, 4.0)
         if not 0 <= int(self.tip_decoys) <= 8:
             raise ConfigError(f"tip_decoys must be 0-8 objects a scan, got {self.tip_decoys}")
-        size = self.tip_size_range
-        if len(size) != 2 or not 0.25 <= size[0] <= size[1] <= 4.0:
-            raise ConfigError(
-                f"tip_size_range must be two factors 0.25 <= low <= high <= 4, got {list(size)}"
-            )
+        _check_range("tip_size_range", self.tip_size_range, 0.25, 4.0)
         if self.tip_weight > 0 and (
             self.score_kind not in FEATURE_KINDS or self.scan_norm != "robust_z"
         ):

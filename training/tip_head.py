@@ -542,8 +542,6 @@ def fit_heads(
         "members": int(members),
         "hard_windows": dict(zip(VIEWS, [n for _, n in fits])),
         "heldout_auc": dict(zip(VIEWS, aucs)),
-        "size_range": list(SIZE_RANGE),
-        "thickness_range": list(THICKNESS_RANGE),
     }
     if tails:
         info["heldout_tail_tpr"] = dict(zip(VIEWS, tails))
