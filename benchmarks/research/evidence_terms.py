@@ -241,10 +241,13 @@ def combine(
     return out
 
 
-def bag_figures(bags: list[dict[str, Any]], saved: bool = False, **kw: Any) -> dict[str, float]:
+def bag_figures(
+    bags: list[dict[str, Any]], saved: bool = False, far: float = 0.05, **kw: Any
+) -> dict[str, float]:
     """Share of threat bags alarmed on the threat at 5 % of benign bags (highest-window
-    reading), bag AUC and window AUC against benign bags' windows; ``saved`` reads the
-    product's own saved score instead of recombining."""
+    reading; ``far`` another share, the key stays ``bag5``), bag AUC and window AUC against
+    benign bags' windows; ``saved`` reads the product's own saved score instead of
+    recombining."""
     benign, on_threat, peaks, wn, wt, held = [], [], [], [], [], []
     for bag in bags:
         s = bag["out"] if saved else combine(bag, **kw)
@@ -260,8 +263,8 @@ def bag_figures(bags: list[dict[str, Any]], saved: bool = False, **kw: Any) -> d
             wt.append(s[lab])
             held.append(bag.get("contents"))
     benign_sorted = np.sort(benign)
-    allowed = int(np.floor(0.05 * len(benign_sorted)))
-    threshold = benign_sorted[-allowed - 1]  # alarm strictly above: <= 5 % of benign bags
+    allowed = int(np.floor(far * len(benign_sorted) + 1e-9))
+    threshold = benign_sorted[-allowed - 1]  # alarm strictly above: <= far of benign bags
     hit = np.array(on_threat) > threshold
     out = {
         "bag5": round(float(np.mean(hit)), 4),
@@ -350,6 +353,14 @@ SWEEP_ABS: dict[str, dict[str, Any]] = {
     "head_abs_share_0.5": {"wa": 0.5, "wh": 0.5, "whz": 0.5},
 }
 
+#: Fifteenth session: bag figures by contents, with and without the head.
+SWEEP_CONTENTS: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "no_head": {"wh": 0.0, "whz": 0.0},
+    "shipped_at_10pc": {"far": 0.10},
+    "shipped_at_20pc": {"far": 0.20},
+}
+
 #: Thirteenth session: the head's evidence kept (partly) out of the spatial context.
 SWEEP_HEAD_AFTER: dict[str, dict[str, Any]] = {
     "shipped": {},
@@ -370,9 +381,17 @@ def sweep(a: argparse.Namespace) -> None:
         table = SWEEP_ABS
     elif a.head_after:
         table = SWEEP_HEAD_AFTER
+    elif a.contents:
+        for d in data:
+            add_contents(d, a.contents, a.labels, a.masks)
+        table = SWEEP_CONTENTS
     for name, kw in table.items():
         rows = [bag_figures(d, **kw) for d in data]
-        mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+        mean = {
+            k: round(float(np.mean([r[k] for r in rows])), 4)
+            for k in rows[0]
+            if k != "bag5_by_contents"
+        }
         out[name] = {"per_file": rows, "mean": mean}
     print(json.dumps(out))
 
@@ -397,6 +416,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sweep the head's evidence added after the spatial context",
     )
+    s.add_argument(
+        "--contents",
+        default=None,
+        metavar="THREAT_LIST",
+        help="the dumps' threat list: bag figures by what each threat bag holds, with and "
+        "without the head (fifteenth session; needs --labels and --masks)",
+    )
+    s.add_argument("--labels", default=None)
+    s.add_argument("--masks", default=None)
     a = p.parse_args(argv)
     if a.cmd == "dump":
         torch.set_num_threads(a.threads)

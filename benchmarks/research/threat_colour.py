@@ -1,0 +1,85 @@
+"""How dark SIXray shows its threats against how dark the head's projected threats come out
+(issue 7, fifteenth session). Grey (mean of R, G, B / 255) of the pixels under the threat
+masks of the masked bags in a threat list (masks drawn on the image resized to 768 x 576),
+against the pixels under the footprint of simulated knives and guns projected into normal
+scans at several thickness factors (pixel pitch x 1.5, the middle of the head's size range).
+Prints JSON::
+
+    python benchmarks/research/threat_colour.py --threat /tmp/sixray_lists/threat_val.txt \\
+        --masks ../shared/data/sixray/threat/masks --normal /tmp/sixray_lists/benign_train.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from xrayscreen.evaluation.annotations import DEFAULT_MASK_CLASSES, read_mask
+from xrayscreen.imaging.readers import open_scan
+from xrayscreen.imaging.tip import project_threat
+from xrayscreen.training.tip_head import FIELD_MM
+
+MASK_SHAPE = (576, 768)  # (h, w) the masks were drawn at
+
+
+def _grey(px: list[np.ndarray]) -> dict[str, float]:
+    g = np.concatenate(px).astype(np.float64).mean(axis=1) / 255.0
+    q10, q50, q90 = np.percentile(g, [10, 50, 90])
+    return {"q10": round(q10, 3), "median": round(q50, 3), "q90": round(q90, 3), "pixels": len(g)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threat", required=True, help="list of threat scans (masked ones are read)")
+    p.add_argument("--masks", required=True)
+    p.add_argument("--normal", required=True, help="list of normal scans to project into")
+    p.add_argument("--bags", type=int, default=10)
+    p.add_argument("--thickness", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
+    a = p.parse_args(argv)
+    real: dict[str, list[np.ndarray]] = {"gun": [], "knife": []}
+    bags = 0
+    for line in Path(a.threat).read_text().splitlines():
+        path = Path(line.strip())
+        mask_path = Path(a.masks) / f"{path.stem}.png"
+        if not line.strip() or not mask_path.exists():
+            continue
+        rgb = open_scan(path).rgb
+        rgb = cv2.resize(rgb, MASK_SHAPE[::-1], interpolation=cv2.INTER_AREA)
+        mask = read_mask(mask_path)
+        bags += 1
+        for cid, name in DEFAULT_MASK_CLASSES.items():
+            if name in real and (mask == cid).any():
+                real[name].append(rgb[mask == cid])
+    normal = [ln.strip() for ln in Path(a.normal).read_text().splitlines() if ln.strip()]
+    projected: dict[str, dict[str, dict[str, float]]] = {}
+    for t in a.thickness:
+        px: dict[str, list[np.ndarray]] = {"gun": [], "knife": []}
+        for i, path in enumerate(normal[: a.bags]):
+            scan = open_scan(path)
+            scan = dataclasses.replace(scan, pixel_mm=FIELD_MM / max(scan.shape) * 1.5)
+            for kind in px:
+                res = project_threat(scan, kind, seed=200 + i, thickness=t)
+                px[kind].append(res.scan.rgb[res.mask])
+        projected[f"{t:g}"] = {k: _grey(v) for k, v in px.items()}
+    print(
+        json.dumps(
+            {
+                "masked_bags": bags,
+                "real": {k: _grey(v) for k, v in real.items() if v},
+                "real_bags": {k: len(v) for k, v in real.items()},
+                "projected_bags": min(a.bags, len(normal)),
+                "projected_by_thickness": projected,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
