@@ -396,6 +396,50 @@ def sweep(a: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def misses(a: argparse.Namespace) -> None:
+    """Per dump (shipped formula): the 5 % threshold, the benign bags that set it, and for
+    every threat bag missed at it the terms at its best on-threat window, the head's best
+    per view on the threat, and whether that window is the bag's highest (fifteenth session);
+    with ``--ensemble`` also the figures of the dumps' scores averaged (same bags)."""
+    data = [load_terms(f) for f in a.terms]
+    out: dict[str, Any] = {}
+    for path, bags in zip(a.terms, data):
+        scores = [combine(b) for b in bags]
+        peaks = sorted(
+            (float(s[b["valid"]].max()), b["name"])
+            for b, s in zip(bags, scores)
+            if b["kind"] == "benign"
+        )
+        thr = peaks[-int(np.floor(0.05 * len(peaks))) - 1][0]
+        missed = []
+        for b, s in zip(bags, scores):
+            lab = (b["label"] == 1) & b["valid"]
+            if b["kind"] == "benign" or not lab.any() or s[lab].max() > thr:
+                continue
+            i = int(np.flatnonzero(lab)[np.argmax(s[lab])])
+            top = int(np.flatnonzero(b["valid"])[np.argmax(s[b["valid"]])])
+            missed.append(
+                {
+                    "bag": b["name"],
+                    "on_threat": round(float(s[i]), 2),
+                    "terms": {
+                        t: round(float(b[t][i]), 2) for t in ("m", "d", "h", "mz", "dz", "hz")
+                    },
+                    "head_max_on_threat": [round(float(b[t][lab].max()), 2) for t in ("h", "hz")],
+                    "best_is_bag_top": bool(lab[top]),
+                }
+            )
+        out[path] = {"threshold": round(thr, 2), "top_benign": peaks[-5:], "missed": missed}
+    if a.ensemble:
+        ens = []
+        for group in zip(*data):
+            if len({b["name"] for b in group}) != 1:
+                raise SystemExit("the dumps do not hold the same bags in the same order")
+            ens.append({**group[0], "out": np.mean([combine(b) for b in group], axis=0)})
+        out["ensemble"] = bag_figures(ens, saved=True)
+    print(json.dumps(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -425,8 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--labels", default=None)
     s.add_argument("--masks", default=None)
+    m = sub.add_parser("misses")
+    m.add_argument("terms", nargs="+")
+    m.add_argument("--ensemble", action="store_true", help="also the dumps' scores averaged")
     a = p.parse_args(argv)
-    if a.cmd == "dump":
+    if a.cmd == "misses":
+        misses(a)
+    elif a.cmd == "dump":
         torch.set_num_threads(a.threads)
         dump(a)
     else:
