@@ -94,6 +94,7 @@ def naive_reference(scan, bundle, stride: int, max_windows: int) -> dict:
         fg = ~belt_mask(g, grid).numpy()
     prep = time.perf_counter() - t0
     gen = bundle.generator.eval()
+    dev = next(gen.parameters()).device  # each crop goes up on its own: the naive way
     win = grid.window
     origins = grid.origins()[fg]
     take = origins[:max_windows]
@@ -101,8 +102,8 @@ def naive_reference(scan, bundle, stride: int, max_windows: int) -> dict:
     with torch.inference_mode():
         for y, xo in take:
             crop = torch.from_numpy(np.ascontiguousarray(xp[None, :, y : y + win, xo : xo + win]))
-            out = gen(crop)
-            latent_score(out.z, out.z_hat)
+            out = gen(crop.to(dev))
+            latent_score(out.z, out.z_hat).item()
     dt = time.perf_counter() - t
     rate = len(take) / dt
     return {

@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from xrayscreen.errors import ConfigError, ScanError
 from xrayscreen.imaging.scan import Scan
@@ -118,6 +119,27 @@ def model_input(scan: Scan, representation: str, scale: WorkingScale | None = No
         mu = -np.log(np.clip(rgb, 1.0 / 255.0, 1.0))
         x = mu / _MU_MAX_RGB * 2.0 - 1.0
     return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float32)
+
+
+def model_input_from_rgb(rgb: torch.Tensor, representation: str) -> torch.Tensor:
+    """:func:`model_input` of an RGB representation, on the tensor's device: ``(H, W, 3)``
+    uint8 already at the working scale -> ``(3, H, W)`` float32 in [-1, 1].
+
+    The scoring engine uploads a scan's uint8 RGB once (3 bytes a pixel) and converts it
+    here, on the GPU when there is one, instead of uploading the float32 input (12 bytes a
+    pixel) made on the host. Same arithmetic as :func:`model_input` (a test holds every
+    8-bit level of both to within float32 rounding).
+
+    Raises:
+        ConfigError: for ``"log_attenuation"`` (raw energies, not RGB) or an unknown name.
+    """
+    if channels_of(representation) != 3:
+        raise ConfigError(f"{representation!r} is not made from the RGB rendering")
+    x = rgb.permute(2, 0, 1).to(torch.float32) / 255.0
+    if representation == "rgb":
+        return x * 2.0 - 1.0
+    mu = -torch.log(x.clamp_(1.0 / 255.0, 1.0))
+    return mu / _MU_MAX_RGB * 2.0 - 1.0
 
 
 def attenuation_ceiling(representation: str) -> float | None:

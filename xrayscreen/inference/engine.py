@@ -3,14 +3,16 @@
 Pipeline (one scan):
 
 1. Resample the scan to the bundle's working scale once (uint8 RGB, plus the raw
-   energies when the representation needs them).
+   energies when the representation needs them); the uint8 RGB goes to the device
+   ONCE (3 bytes a pixel).
 2. Empty-belt mask for every window (shared rule of :mod:`windows`); background
    windows never reach the model and get the minimum calibrated score.
 3. The image is processed in horizontal strips of window rows (one strip for
    ordinary bags; several for huge scans, so memory stays bounded). Each strip is
-   converted with :func:`model_input`, uploaded to the device ONCE, padded with
-   air, and its foreground windows are gathered on the device straight into
-   channels-last batches.
+   converted to the model input on the device (:func:`model_input_from_rgb`; raw
+   dual-energy input is converted on the host with :func:`model_input` and uploaded
+   strip by strip), padded with air, and its foreground windows are gathered on the
+   device straight into channels-last batches.
 4. Batched forward of G_E -> G_D -> E (eval, inference mode, batch-norm folded
    into the convolutions, channels-last, bf16 where the hardware has bf16 units:
    bf16 weights on CPU, autocast on CUDA), per-window score by the bundle's score
@@ -38,7 +40,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xrayscreen.errors import ConfigError
-from xrayscreen.imaging.representation import channels_of, model_input, resize
+from xrayscreen.imaging.representation import (
+    channels_of,
+    model_input,
+    model_input_from_rgb,
+    resize,
+)
 from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.inference import density, onednn, score_kinds, tip_evidence, zoom
 from xrayscreen.inference.results import ScanResult, ScoreProgress, WindowOutputs
@@ -669,13 +676,16 @@ class ScoringEngine:
         per = max(1, min(int(strip_windows) // max(cols, 1), per_pixels))
         strips = [(r0, min(rows, r0 + per)) for r0 in range(0, rows, per)]
 
-        # Pass 1: empty-belt mask (cheap, uint8 -> grey per strip).
+        # The working-scale uint8 RGB goes to the device once (3 bytes a pixel; on the CPU
+        # it is the same memory); both passes slice it.
         t = time.perf_counter()
+        rgb_dev = torch.from_numpy(np.ascontiguousarray(work.rgb)).to(dev)
+        on_rgb = spec.representation in ("rgb", "rgb_attenuation")
+        # Pass 1: empty-belt mask (cheap, uint8 -> grey per strip).
         background = torch.empty(len(grid), dtype=torch.bool, device=dev)
         for r0, r1 in strips:
             sg, y0, y1 = _strip_grid(grid, r0, r1)
-            rgb = torch.from_numpy(np.ascontiguousarray(work.rgb[y0:y1])).to(dev)
-            grey = rgb.to(torch.float32).mean(dim=2) / 255.0
+            grey = rgb_dev[y0:y1].to(torch.float32).mean(dim=2) / 255.0
             grey = pad_to_grid(grey, sg, 1.0)
             background[r0 * cols : r1 * cols] = belt_mask(grey, sg)
         total = int((~background).sum())
@@ -729,13 +739,12 @@ class ScoringEngine:
         for r0, r1 in strips:
             t = time.perf_counter()
             sg, y0, y1 = _strip_grid(grid, r0, r1)
-            strip_scan = Scan(
-                rgb=work.rgb[y0:y1],
-                kind=work.kind,
-                raw=None if work.raw is None else work.raw[:, y0:y1],
-                sha256="strip",
-            )
-            x = torch.from_numpy(model_input(strip_scan, spec.representation, None)).to(dev)
+            if on_rgb:  # converted on the device from the RGB already there
+                x = model_input_from_rgb(rgb_dev[y0:y1], spec.representation)
+            else:  # raw energies: converted on the host, one strip at a time
+                raw = None if work.raw is None else work.raw[:, y0:y1]
+                strip = Scan(rgb=work.rgb[y0:y1], kind=work.kind, raw=raw, sha256="strip")
+                x = torch.from_numpy(model_input(strip, spec.representation, None)).to(dev)
             xp = pad_with_air(x, sg, air[:, 0, 0])  # (C, Hs, Wp)
             if dens is not None:
                 dens[r0 * cols : r1 * cols] = density.window_means(xp, sg, spec.representation)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from xrayscreen.errors import ConfigError
-from xrayscreen.imaging.representation import model_input, resize
+from xrayscreen.imaging.representation import model_input, model_input_from_rgb, resize
 from xrayscreen.imaging.scan import Scan
 from xrayscreen.inference import context, density, params, scan_norm, tip_evidence
 from xrayscreen.inference.windows import WindowGrid
@@ -190,11 +190,17 @@ class ZoomedView:
     ) -> None:
         if factor <= 1.0:
             raise ConfigError(f"a zoomed-out view needs a factor > 1, got {factor}")
-        raw = None
-        if work.raw is not None:
-            raw = np.moveaxis(resize(np.moveaxis(work.raw, 0, -1), 1.0 / factor), -1, 0)
-        small = Scan(rgb=resize(work.rgb, 1.0 / factor), kind=work.kind, raw=raw, sha256="zoom")
-        x = torch.from_numpy(model_input(small, representation, None)).to(device)
+        small_rgb = resize(work.rgb, 1.0 / factor)
+        if representation in ("rgb", "rgb_attenuation"):
+            # uint8 up, converted on the device (a quarter of the bytes of float32)
+            rgb = torch.from_numpy(np.ascontiguousarray(small_rgb)).to(device)
+            x = model_input_from_rgb(rgb, representation)
+        else:  # raw energies: shrunk and converted on the host
+            raw = None
+            if work.raw is not None:
+                raw = np.moveaxis(resize(np.moveaxis(work.raw, 0, -1), 1.0 / factor), -1, 0)
+            small = Scan(rgb=small_rgb, kind=work.kind, raw=raw, sha256="zoom")
+            x = torch.from_numpy(model_input(small, representation, None)).to(device)
         c, hc, wc = x.shape
         win = grid.window
         self.pad = win
