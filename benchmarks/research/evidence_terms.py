@@ -173,11 +173,11 @@ def head_logits(
 
 
 def figures_with_heads(
-    bags: list[dict[str, Any]], logits: list[dict[str, torch.Tensor]], which: Any
+    bags: list[dict[str, Any]], logits: list[dict[str, torch.Tensor]], which: Any, **kw: Any
 ) -> dict[str, float]:
-    """:func:`bag_figures` with each bag's head terms replaced by the within-scan z of the
-    mean logit of the heads ``which`` selects (an index, slice or list into
-    :func:`head_logits`' first axis)."""
+    """:func:`bag_figures` (``kw`` passed on) with each bag's head terms replaced by the
+    within-scan z of the mean logit of the heads ``which`` selects (an index, slice or list
+    into :func:`head_logits`' first axis)."""
     from xrayscreen.inference import tip_evidence
 
     for bag, kept in zip(bags, logits):
@@ -186,7 +186,7 @@ def figures_with_heads(
             sel = lg[which]
             logit = sel.mean(0) if sel.ndim == 2 else sel
             bag[key] = tip_evidence.normalise(logit, valid).numpy()
-    return bag_figures(bags)
+    return bag_figures(bags, **kw)
 
 
 def load_terms(path: str) -> list[dict[str, Any]]:
@@ -202,6 +202,27 @@ def load_terms(path: str) -> list[dict[str, Any]]:
     return bags
 
 
+#: The four directions of the window grid a line runs along (0, 90, 45 and 135 degrees).
+LINE_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def line_max(s: np.ndarray, valid: np.ndarray, grid: WindowGrid, reach: int) -> np.ndarray:
+    """Per window, the largest mean of ``s`` along a straight line of ``2 * reach + 1``
+    windows centred on it, over :data:`LINE_DIRECTIONS` (sixteenth session: a long blade is
+    moderately unusual along its whole length). Windows that are not valid, and the space
+    beyond the grid, count 0 (a scan's median in robust z)."""
+    rows, cols = grid.rows, grid.cols
+    padded = np.pad(np.where(valid, s, 0.0).reshape(rows, cols).astype(np.float64), reach)
+    best = np.full((rows, cols), -np.inf)
+    for dy, dx in LINE_DIRECTIONS:
+        acc = np.zeros((rows, cols))
+        for k in range(-reach, reach + 1):
+            y0, x0 = reach + k * dy, reach + k * dx
+            acc += padded[y0 : y0 + rows, x0 : x0 + cols]
+        best = np.maximum(best, acc / (2 * reach + 1))
+    return best.ravel()
+
+
 def combine(
     bag: dict[str, Any],
     wd: float = 0.5,
@@ -214,12 +235,17 @@ def combine(
     wa: float = 0.0,
     wma: float = 0.0,
     head_after: float = 0.0,
+    line_reach: int = 0,
+    line_mix: float | None = None,
 ) -> np.ndarray:
     """The product's window score from saved terms under the given settings; ``wa`` /
     ``wma`` add the head's / GANomaly's ABSOLUTE reading (``h_abs``, ``m_abs``: the raw
     value standardised across bags, :func:`add_absolute`) at that weight; ``head_after``
     adds the head's larger view z at that weight AFTER the spatial context (probe of the
-    thirteenth session: a compact threat's head evidence kept out of the neighbours' mean)."""
+    thirteenth session: a compact threat's head evidence kept out of the neighbours' mean).
+    ``line_reach`` > 0 (sixteenth session) also reads the pre-context score along lines
+    (:func:`line_max`) and takes the max of it and the context's score, or with
+    ``line_mix`` a blend ``(1 - line_mix) * context + line_mix * line``."""
     h, hz = bag["h"], bag["hz"]
     if cap is not None:
         h, hz = np.minimum(h, cap), np.minimum(hz, cap)
@@ -236,6 +262,10 @@ def combine(
     valid = torch.from_numpy(bag["valid"])
     s = torch.from_numpy(s.astype(np.float32))
     out = context.apply(spec, s, bag["grid"], valid).numpy()
+    if line_reach:
+        line = line_max(s.numpy(), bag["valid"], bag["grid"], line_reach)
+        out = np.maximum(out, line) if line_mix is None else (1 - line_mix) * out + line_mix * line
+        out = out.astype(np.float32)
     if head_after:
         out = out + head_after * np.maximum(bag["h"], bag["hz"])
     return out
@@ -361,6 +391,16 @@ SWEEP_CONTENTS: dict[str, dict[str, Any]] = {
     "shipped_at_20pc": {"far": 0.20},
 }
 
+#: Sixteenth session: line evidence beside the spatial context (rules L1-L4 in BENCHMARKS).
+SWEEP_LINE: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    **{
+        f"line_r{r}_blend_{m}": {"line_reach": r, "line_mix": m}
+        for r, m in ((3, 0.5), (3, 1.0), (6, 0.5), (6, 1.0), (9, 1.0), (12, 1.0), (9, 0.5))
+    },
+    **{f"line_r{r}_max": {"line_reach": r} for r in (6, 9, 12)},
+}
+
 #: Thirteenth session: the head's evidence kept (partly) out of the spatial context.
 SWEEP_HEAD_AFTER: dict[str, dict[str, Any]] = {
     "shipped": {},
@@ -381,11 +421,14 @@ def sweep(a: argparse.Namespace) -> None:
         table = SWEEP_ABS
     elif a.head_after:
         table = SWEEP_HEAD_AFTER
-    elif a.contents:
+    elif a.contents or a.line:
         for d in data:
-            add_contents(d, a.contents, a.labels, a.masks)
-        table = SWEEP_CONTENTS
+            add_contents(d, a.contents or a.line, a.labels, a.masks)
+        table = SWEEP_LINE if a.line else SWEEP_CONTENTS
+    keep = set(a.only.split(",")) if a.only else set(table)
     for name, kw in table.items():
+        if name not in keep:
+            continue
         rows = [bag_figures(d, **kw) for d in data]
         mean = {
             k: round(float(np.mean([r[k] for r in rows])), 4)
@@ -466,6 +509,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="THREAT_LIST",
         help="the dumps' threat list: bag figures by what each threat bag holds, with and "
         "without the head (fifteenth session; needs --labels and --masks)",
+    )
+    s.add_argument(
+        "--line",
+        default=None,
+        metavar="THREAT_LIST",
+        help="the dumps' threat list: line evidence beside the context (sixteenth session; "
+        "by contents, needs --labels and --masks)",
+    )
+    s.add_argument(
+        "--only", default=None, metavar="NAMES", help="just these settings (comma-separated)"
     )
     s.add_argument("--labels", default=None)
     s.add_argument("--masks", default=None)

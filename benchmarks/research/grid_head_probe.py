@@ -139,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         help="added to the bundle's seed for the projections and the head's fit (how much "
         "one fit's luck moves the bag point)",
     )
+    p.add_argument(
+        "--line",
+        type=int,
+        default=0,
+        metavar="REACH",
+        help="also every figure with line evidence of this reach beside the context "
+        "(evidence_terms.combine's line_reach; sixteenth session)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     _variants(a)
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     bags = load_terms(a.terms)
     add_contents(bags, a.threat, a.labels, a.masks)
     base = bag_figures(bags)
+    base_line = bag_figures(bags, line_reach=a.line) if a.line else None  # the dump's own head
     subsets = [tuple(int(v) for v in part.split("-")) for part in a.subsets.split(",") if part]
     per_draw = (joint_logits if a.joint else head_logits)(b, bags, heads, a.cells, a)
     if b_wide is not None:
@@ -200,6 +209,18 @@ def main(argv: list[str] | None = None) -> int:
 
     by_subset = {f"{f}-{la}": figures(f, la) for f, la in subsets}
     grid = figures(0, len(heads) - 1)
+    # Sixteenth session: the same heads with line evidence beside the context (paired).
+    line = {}
+    if a.line and b_wide is None:
+        kw = {"line_reach": a.line}
+        line = {
+            "grid_head_line": figures_with_heads(bags, per_draw, slice(0, len(heads)), **kw),
+            "pooled_head_line": base_line,
+            "subsets_line": {
+                f"{f}-{la}": figures_with_heads(bags, per_draw, slice(f, la + 1), **kw)
+                for f, la in subsets
+            },
+        }
     print(
         json.dumps(
             {
@@ -224,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pooled_head": base,
                 "grid_head": grid,
                 "subsets": by_subset,
+                "line_reach": a.line,
+                **line,
                 "heldout_auc_draws": infos,
                 "fit_s": round(t1 - t0, 1),
                 "seconds": round(time.perf_counter() - t0, 1),
