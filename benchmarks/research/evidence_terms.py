@@ -206,20 +206,35 @@ def load_terms(path: str) -> list[dict[str, Any]]:
 LINE_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def line_max(s: np.ndarray, valid: np.ndarray, grid: WindowGrid, reach: int) -> np.ndarray:
+def line_max(
+    s: np.ndarray, valid: np.ndarray, grid: WindowGrid, reach: int, flank: int = 0
+) -> np.ndarray:
     """Per window, the largest mean of ``s`` along a straight line of ``2 * reach + 1``
     windows centred on it, over :data:`LINE_DIRECTIONS` (sixteenth session: a long blade is
     moderately unusual along its whole length). Windows that are not valid, and the space
-    beyond the grid, count 0 (a scan's median in robust z)."""
+    beyond the grid, count 0 (a scan's median in robust z). With ``flank`` > 0 each
+    direction's mean is a ridge: less the larger of the two parallel lines ``flank`` windows
+    to either side (taken as 0 when below it), so a wide object (a row of bottles) scores
+    less than a narrow one (a blade)."""
     rows, cols = grid.rows, grid.cols
-    padded = np.pad(np.where(valid, s, 0.0).reshape(rows, cols).astype(np.float64), reach)
-    best = np.full((rows, cols), -np.inf)
-    for dy, dx in LINE_DIRECTIONS:
+    pad = reach + flank
+    padded = np.pad(np.where(valid, s, 0.0).reshape(rows, cols).astype(np.float64), pad)
+
+    def mean_along(dy: int, dx: int, oy: int, ox: int) -> np.ndarray:
         acc = np.zeros((rows, cols))
         for k in range(-reach, reach + 1):
-            y0, x0 = reach + k * dy, reach + k * dx
+            y0, x0 = pad + k * dy + oy, pad + k * dx + ox
             acc += padded[y0 : y0 + rows, x0 : x0 + cols]
-        best = np.maximum(best, acc / (2 * reach + 1))
+        return acc / (2 * reach + 1)
+
+    best = np.full((rows, cols), -np.inf)
+    for dy, dx in LINE_DIRECTIONS:
+        line = mean_along(dy, dx, 0, 0)
+        if flank:
+            py, px = dx * flank, -dy * flank  # perpendicular offset
+            side = np.maximum(mean_along(dy, dx, py, px), mean_along(dy, dx, -py, -px))
+            line = line - np.maximum(side, 0.0)
+        best = np.maximum(best, line)
     return best.ravel()
 
 
@@ -237,6 +252,7 @@ def combine(
     head_after: float = 0.0,
     line_reach: int = 0,
     line_mix: float | None = None,
+    line_flank: int = 0,
 ) -> np.ndarray:
     """The product's window score from saved terms under the given settings; ``wa`` /
     ``wma`` add the head's / GANomaly's ABSOLUTE reading (``h_abs``, ``m_abs``: the raw
@@ -245,7 +261,8 @@ def combine(
     thirteenth session: a compact threat's head evidence kept out of the neighbours' mean).
     ``line_reach`` > 0 (sixteenth session) also reads the pre-context score along lines
     (:func:`line_max`) and takes the max of it and the context's score, or with
-    ``line_mix`` a blend ``(1 - line_mix) * context + line_mix * line``."""
+    ``line_mix`` a blend ``(1 - line_mix) * context + line_mix * line``; ``line_flank``
+    makes the line a ridge (:func:`line_max`)."""
     h, hz = bag["h"], bag["hz"]
     if cap is not None:
         h, hz = np.minimum(h, cap), np.minimum(hz, cap)
@@ -263,7 +280,7 @@ def combine(
     s = torch.from_numpy(s.astype(np.float32))
     out = context.apply(spec, s, bag["grid"], valid).numpy()
     if line_reach:
-        line = line_max(s.numpy(), bag["valid"], bag["grid"], line_reach)
+        line = line_max(s.numpy(), bag["valid"], bag["grid"], line_reach, line_flank)
         out = np.maximum(out, line) if line_mix is None else (1 - line_mix) * out + line_mix * line
         out = out.astype(np.float32)
     if head_after:
@@ -399,6 +416,7 @@ SWEEP_LINE: dict[str, dict[str, Any]] = {
         for r, m in ((3, 0.5), (3, 1.0), (6, 0.5), (6, 1.0), (9, 1.0), (12, 1.0), (9, 0.5))
     },
     **{f"line_r{r}_max": {"line_reach": r} for r in (6, 9, 12)},
+    **{f"ridge_r9_flank{f}_max": {"line_reach": 9, "line_flank": f} for f in (3, 4)},
 }
 
 #: Thirteenth session: the head's evidence kept (partly) out of the spatial context.
