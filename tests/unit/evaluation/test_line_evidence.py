@@ -52,3 +52,15 @@ def test_a_lone_peak_is_diluted_and_invalid_windows_count_zero():
     valid.reshape(GRID.rows, GRID.cols)[5, 2] = False  # one end of the run not scored
     out = line_max(run, valid, GRID, 3).reshape(GRID.rows, GRID.cols)
     assert out[5, 5] == pytest.approx(2.0 * 6 / 7)
+
+
+def test_the_ridge_spares_a_wide_band_and_keeps_a_narrow_line():
+    narrow = _line([(5, x) for x in range(10)])
+    wide = _line([(y, x) for y in range(1, 10) for x in range(10)])  # rows 1-9: wide object
+    valid = np.ones_like(narrow, bool)
+    ridge_narrow = line_max(narrow, valid, GRID, 3, flank=3).reshape(GRID.rows, GRID.cols)
+    ridge_wide = line_max(wide, valid, GRID, 3, flank=3).reshape(GRID.rows, GRID.cols)
+    assert ridge_narrow[5, 5] == pytest.approx(1.0)  # flanks are empty: the line keeps its mean
+    assert ridge_wide[5, 5] == pytest.approx(0.0)  # flanks as high as the line: nothing left
+    plain_wide = line_max(wide, valid, GRID, 3).reshape(GRID.rows, GRID.cols)
+    assert plain_wide[5, 5] == pytest.approx(1.0)  # without the flank the band scores as a line
