@@ -55,12 +55,15 @@ def test_a_lone_peak_is_diluted_and_invalid_windows_count_zero():
 
 
 def test_the_ridge_spares_a_wide_band_and_keeps_a_narrow_line():
-    narrow = _line([(5, x) for x in range(10)])
-    wide = _line([(y, x) for y in range(1, 10) for x in range(10)])  # rows 1-9: wide object
-    valid = np.ones_like(narrow, bool)
-    ridge_narrow = line_max(narrow, valid, GRID, 3, flank=3).reshape(GRID.rows, GRID.cols)
-    ridge_wide = line_max(wide, valid, GRID, 3, flank=3).reshape(GRID.rows, GRID.cols)
-    assert ridge_narrow[5, 5] == pytest.approx(1.0)  # flanks are empty: the line keeps its mean
-    assert ridge_wide[5, 5] == pytest.approx(0.0)  # flanks as high as the line: nothing left
-    plain_wide = line_max(wide, valid, GRID, 3).reshape(GRID.rows, GRID.cols)
-    assert plain_wide[5, 5] == pytest.approx(1.0)  # without the flank the band scores as a line
+    grid = WindowGrid(64 + 19 * 16, 64 + 19 * 16, 64, 16)  # 20 x 20: every flank stays inside
+    narrow = np.zeros((20, 20))
+    narrow[10, :] = 1.0
+    wide = np.zeros((20, 20))
+    wide[3:18, :] = 1.0  # a band 15 windows wide
+    valid = np.ones(400, bool)
+    ridge_narrow = line_max(narrow.ravel(), valid, grid, 3, flank=3).reshape(20, 20)
+    ridge_wide = line_max(wide.ravel(), valid, grid, 3, flank=3).reshape(20, 20)
+    assert ridge_narrow[10, 10] == pytest.approx(1.0)  # empty flanks: the line keeps its mean
+    assert ridge_wide[10, 10] == pytest.approx(0.0)  # flanks as high as the line: nothing left
+    plain_wide = line_max(wide.ravel(), valid, grid, 3).reshape(20, 20)
+    assert plain_wide[10, 10] == pytest.approx(1.0)  # without flanks the band scores as a line
