@@ -7,6 +7,12 @@
 #   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_check.sh
 #   STEPS=pytest,recipe RECIPE_EPOCHS=5 bash benchmarks/gpu_check.sh   # some steps only
 #   DEV=cpu QUICK=1 bash benchmarks/gpu_check.sh     # a dry run of the script itself
+#
+# The lent machine's image (Python 3.12, torch 2.11) lacks platformdirs, xraydb and SQLAlchemy;
+# they travel unpacked in .pysite/ (git-ignored; name it in the device tool's carry):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d /tmp/whl sqlalchemy==2.1.9 xraydb==4.5.8 platformdirs
+#   for w in /tmp/whl/*.whl; do unzip -q -o "$w" -d .pysite; done
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
