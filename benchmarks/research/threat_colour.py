@@ -1,5 +1,5 @@
 """How dark SIXray shows its threats against how dark the head's projected threats come out
-(issue 7, fifteenth session). Grey (mean of R, G, B / 255) of the pixels under the threat
+(issue 7, fifteenth session), and in what hue (sixteenth). Grey (mean of R, G, B / 255) of the pixels under the threat
 masks of the masked bags in a threat list (masks drawn on the image resized to 768 x 576),
 against the pixels under the footprint of simulated knives and guns projected into normal
 scans at several thickness factors (pixel pitch x 1.5, the middle of the head's size range).
@@ -29,9 +29,20 @@ MASK_SHAPE = (576, 768)  # (h, w) the masks were drawn at
 
 
 def _grey(px: list[np.ndarray]) -> dict[str, float]:
-    g = np.concatenate(px).astype(np.float64).mean(axis=1) / 255.0
+    """Grey quantiles of the pixels and, since the sixteenth session, their hue: the median
+    R, G, B and the median chromaticity (each channel's share of R + G + B)."""
+    rgb = np.concatenate(px).astype(np.float64)
+    g = rgb.mean(axis=1) / 255.0
     q10, q50, q90 = np.percentile(g, [10, 50, 90])
-    return {"q10": round(q10, 3), "median": round(q50, 3), "q90": round(q90, 3), "pixels": len(g)}
+    chroma = rgb / np.maximum(rgb.sum(axis=1, keepdims=True), 1.0)
+    return {
+        "q10": round(q10, 3),
+        "median": round(q50, 3),
+        "q90": round(q90, 3),
+        "pixels": len(g),
+        "rgb_median": [int(v) for v in np.median(rgb, axis=0)],
+        "chroma_median": [round(float(v), 3) for v in np.median(chroma, axis=0)],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
