@@ -122,6 +122,7 @@ def project_bag(
     kind_sizes: dict[str, tuple[float, float]] | None = None,
     decoys: int = 0,
     kind_thickness: dict[str, tuple[float, float]] | None = None,
+    lighten: tuple[float, float] | None = None,
 ) -> tuple[Scan, list]:
     """``per_bag`` simulated threats projected one after another into a normal scan.
 
@@ -142,6 +143,10 @@ def project_bag(
         decoys: Benign dense objects (:data:`~xrayscreen.imaging.simulator.DECOYS`)
             projected after the threats, at the threats' size and thickness draws; their
             boxes carry the decoy's name (:func:`_window_rows` makes them negatives).
+        lighten: Research (sixteenth session): each threat's darkening of the RGB raised
+            to a power drawn uniformly from this range (:func:`lighten_rgb`; < 1 lighter,
+            hue kept), where the simulator's physics turns thin steel olive and SIXray
+            shows it light teal. The raw energies are left as projected.
 
     Returns:
         The new scan (its own pixel pitch kept) and the threats' and decoys' boxes
@@ -165,6 +170,12 @@ def project_bag(
             thickness=float(math.exp(rng.uniform(t_lo, t_hi))),
             clutter=clutter,
         )
+        if lighten is not None and kind in THREATS:  # drawn only when asked: same stream
+            gamma = float(rng.uniform(*lighten))
+            res = dataclasses.replace(
+                res,
+                scan=dataclasses.replace(res.scan, rgb=lighten_rgb(out.rgb, res.scan.rgb, gamma)),
+            )
         out = res.scan
         boxes.append(res.box)
 
@@ -181,6 +192,15 @@ def project_bag(
             put(project_decoy, str(kind))
     # The working scale must not see the size jitter (a pitch-based scale would).
     return dataclasses.replace(out, pixel_mm=scan.pixel_mm), boxes
+
+
+def lighten_rgb(before: np.ndarray, after: np.ndarray, gamma: float) -> np.ndarray:
+    """``after`` (a projection into ``before``) with each pixel's darkening per channel,
+    ``after / before``, raised to ``gamma``: < 1 lightens the projected object and keeps the
+    channels' proportions (its hue); pixels the projection left alone stay as they are."""
+    b = before.astype(np.float32) + 1.0
+    ratio = np.clip((after.astype(np.float32) + 1.0) / b, 1e-3, 1.0)
+    return np.clip(np.rint(b * ratio**gamma - 1.0), 0, 255).astype(np.uint8)
 
 
 def _window_rows(

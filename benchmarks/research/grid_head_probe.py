@@ -140,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         "one fit's luck moves the bag point)",
     )
     p.add_argument(
+        "--lighten",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="each projected threat's darkening raised to a power drawn from LO-HI "
+        "(tip_head.lighten_rgb: lighter, hue kept; sixteenth session)",
+    )
+    p.add_argument(
         "--line",
         type=int,
         default=0,
@@ -231,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 "size": a.size,
                 "knife_size": a.knife_size,
                 "knife_thickness": a.knife_thickness,
+                "lighten": a.lighten,
                 "per_bag": per_bag,
                 "decoys": a.decoys,
                 "head_zoom": a.head_zoom,
@@ -334,6 +344,7 @@ def _variants(a: argparse.Namespace) -> None:
             tuple(a.thickness),
             kind_sizes=kinds,
             kind_thickness=thick,
+            lighten=tuple(a.lighten) if a.lighten else None,
             **kw,
         )
 

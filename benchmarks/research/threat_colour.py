@@ -23,7 +23,7 @@ import numpy as np
 from xrayscreen.evaluation.annotations import DEFAULT_MASK_CLASSES, read_mask
 from xrayscreen.imaging.readers import open_scan
 from xrayscreen.imaging.tip import project_threat
-from xrayscreen.training.tip_head import FIELD_MM
+from xrayscreen.training.tip_head import FIELD_MM, lighten_rgb
 
 MASK_SHAPE = (576, 768)  # (h, w) the masks were drawn at
 
@@ -52,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normal", required=True, help="list of normal scans to project into")
     p.add_argument("--bags", type=int, default=10)
     p.add_argument("--thickness", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1, 0.05])
+    p.add_argument(
+        "--lighten",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also each thickness's projections lightened with these powers "
+        "(training.tip_head.lighten_rgb; sixteenth session)",
+    )
     a = p.parse_args(argv)
     real: dict[str, list[np.ndarray]] = {"gun": [], "knife": []}
     bags = 0
@@ -70,14 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     normal = [ln.strip() for ln in Path(a.normal).read_text().splitlines() if ln.strip()]
     projected: dict[str, dict[str, dict[str, float]]] = {}
     for t in a.thickness:
-        px: dict[str, list[np.ndarray]] = {"gun": [], "knife": []}
+        powers = [1.0, *a.lighten]
+        px: dict[float, dict[str, list[np.ndarray]]] = {g: {"gun": [], "knife": []} for g in powers}
         for i, path in enumerate(normal[: a.bags]):
             scan = open_scan(path)
             scan = dataclasses.replace(scan, pixel_mm=FIELD_MM / max(scan.shape) * 1.5)
-            for kind in px:
+            for kind in ("gun", "knife"):
                 res = project_threat(scan, kind, seed=200 + i, thickness=t)
-                px[kind].append(res.scan.rgb[res.mask])
-        projected[f"{t:g}"] = {k: _grey(v) for k, v in px.items()}
+                for g in powers:
+                    rgb = res.scan.rgb if g == 1.0 else lighten_rgb(scan.rgb, res.scan.rgb, g)
+                    px[g][kind].append(rgb[res.mask])
+        projected[f"{t:g}"] = {k: _grey(v) for k, v in px[1.0].items()}
+        for g in a.lighten:
+            projected[f"{t:g}_lighten_{g:g}"] = {k: _grey(v) for k, v in px[g].items()}
     print(
         json.dumps(
             {
