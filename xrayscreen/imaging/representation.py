@@ -24,6 +24,8 @@ from xrayscreen.errors import ConfigError, ScanError
 from xrayscreen.imaging.scan import Scan
 
 REPRESENTATIONS = {"rgb": 3, "rgb_attenuation": 3, "log_attenuation": 2}
+#: The representations made from the rendered RGB alone (:func:`model_input_from_rgb`).
+RGB_REPRESENTATIONS = ("rgb", "rgb_attenuation")
 
 # Attenuation ceiling used to scale -log(T) into [-1, 1]; T = 1/255 for 8-bit RGB.
 _MU_MAX_RGB = float(np.log(255.0))
@@ -133,7 +135,8 @@ def model_input_from_rgb(rgb: torch.Tensor, representation: str) -> torch.Tensor
     Raises:
         ConfigError: for ``"log_attenuation"`` (raw energies, not RGB) or an unknown name.
     """
-    if channels_of(representation) != 3:
+    channels_of(representation)  # an unknown name is refused as everywhere
+    if representation not in RGB_REPRESENTATIONS:
         raise ConfigError(f"{representation!r} is not made from the RGB rendering")
     x = rgb.permute(2, 0, 1).to(torch.float32) / 255.0
     if representation == "rgb":

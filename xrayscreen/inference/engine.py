@@ -41,6 +41,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xrayscreen.errors import ConfigError
 from xrayscreen.imaging.representation import (
+    RGB_REPRESENTATIONS,
     channels_of,
     model_input,
     model_input_from_rgb,
@@ -680,7 +681,7 @@ class ScoringEngine:
         # it is the same memory); both passes slice it.
         t = time.perf_counter()
         rgb_dev = torch.from_numpy(np.ascontiguousarray(work.rgb)).to(dev)
-        on_rgb = spec.representation in ("rgb", "rgb_attenuation")
+        on_rgb = spec.representation in RGB_REPRESENTATIONS
         # Pass 1: empty-belt mask (cheap, uint8 -> grey per strip).
         background = torch.empty(len(grid), dtype=torch.bool, device=dev)
         for r0, r1 in strips:

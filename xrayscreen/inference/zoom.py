@@ -32,7 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from xrayscreen.errors import ConfigError
-from xrayscreen.imaging.representation import model_input, model_input_from_rgb, resize
+from xrayscreen.imaging.representation import (
+    RGB_REPRESENTATIONS,
+    model_input,
+    model_input_from_rgb,
+    resize,
+)
 from xrayscreen.imaging.scan import Scan
 from xrayscreen.inference import context, density, params, scan_norm, tip_evidence
 from xrayscreen.inference.windows import WindowGrid
@@ -191,7 +196,7 @@ class ZoomedView:
         if factor <= 1.0:
             raise ConfigError(f"a zoomed-out view needs a factor > 1, got {factor}")
         small_rgb = resize(work.rgb, 1.0 / factor)
-        if representation in ("rgb", "rgb_attenuation"):
+        if representation in RGB_REPRESENTATIONS:
             # uint8 up, converted on the device (a quarter of the bytes of float32)
             rgb = torch.from_numpy(np.ascontiguousarray(small_rgb)).to(device)
             x = model_input_from_rgb(rgb, representation)
