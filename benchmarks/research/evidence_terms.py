@@ -253,6 +253,7 @@ def combine(
     line_reach: int = 0,
     line_mix: float | None = None,
     line_flank: int = 0,
+    line_head: bool = True,
 ) -> np.ndarray:
     """The product's window score from saved terms under the given settings; ``wa`` /
     ``wma`` add the head's / GANomaly's ABSOLUTE reading (``h_abs``, ``m_abs``: the raw
@@ -262,7 +263,8 @@ def combine(
     ``line_reach`` > 0 (sixteenth session) also reads the pre-context score along lines
     (:func:`line_max`) and takes the max of it and the context's score, or with
     ``line_mix`` a blend ``(1 - line_mix) * context + line_mix * line``; ``line_flank``
-    makes the line a ridge (:func:`line_max`)."""
+    makes the line a ridge (:func:`line_max`); ``line_head=False`` reads the line on
+    GANomaly's terms and density alone (the head's terms left out of it)."""
     h, hz = bag["h"], bag["hz"]
     if cap is not None:
         h, hz = np.minimum(h, cap), np.minimum(hz, cap)
@@ -280,7 +282,10 @@ def combine(
     s = torch.from_numpy(s.astype(np.float32))
     out = context.apply(spec, s, bag["grid"], valid).numpy()
     if line_reach:
-        line = line_max(s.numpy(), bag["valid"], bag["grid"], line_reach, line_flank)
+        src = s.numpy()
+        if not line_head:
+            src = np.maximum(bag["m"] + wd * bag["d"], bag["mz"] + wd * bag["dz"])
+        line = line_max(src, bag["valid"], bag["grid"], line_reach, line_flank)
         out = np.maximum(out, line) if line_mix is None else (1 - line_mix) * out + line_mix * line
         out = out.astype(np.float32)
     if head_after:
@@ -417,6 +422,7 @@ SWEEP_LINE: dict[str, dict[str, Any]] = {
     },
     **{f"line_r{r}_max": {"line_reach": r} for r in (6, 9, 12)},
     **{f"ridge_r9_flank{f}_max": {"line_reach": 9, "line_flank": f} for f in (3, 4)},
+    **{f"line_no_head_r{r}_max": {"line_reach": r, "line_head": False} for r in (6, 9, 12)},
 }
 
 #: Thirteenth session: the head's evidence kept (partly) out of the spatial context.
