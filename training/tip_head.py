@@ -170,13 +170,11 @@ def project_bag(
             thickness=float(math.exp(rng.uniform(t_lo, t_hi))),
             clutter=clutter,
         )
+        new = res.scan
         if lighten is not None and kind in THREATS:  # drawn only when asked: same stream
             gamma = float(rng.uniform(*lighten))
-            res = dataclasses.replace(
-                res,
-                scan=dataclasses.replace(res.scan, rgb=lighten_rgb(out.rgb, res.scan.rgb, gamma)),
-            )
-        out = res.scan
+            new = dataclasses.replace(new, rgb=lighten_rgb(out.rgb, new.rgb, gamma))
+        out = new
         boxes.append(res.box)
 
     for kind in rng.choice(THREATS, per_bag):

@@ -1,8 +1,9 @@
 """How dark SIXray shows its threats against how dark the head's projected threats come out
-(issue 7, fifteenth session), and in what hue (sixteenth). Grey (mean of R, G, B / 255) of the pixels under the threat
-masks of the masked bags in a threat list (masks drawn on the image resized to 768 x 576),
-against the pixels under the footprint of simulated knives and guns projected into normal
-scans at several thickness factors (pixel pitch x 1.5, the middle of the head's size range).
+(issue 7, fifteenth session), and in what hue (sixteenth). Grey (mean of R, G, B / 255) of
+the pixels under the threat masks of the masked bags in a threat list (masks drawn on the
+image resized to 768 x 576), against the pixels under the footprint of simulated knives and
+guns projected into normal scans at several thickness factors (pixel pitch x 1.5, the middle
+of the head's size range).
 Prints JSON::
 
     python benchmarks/research/threat_colour.py --threat /tmp/sixray_lists/threat_val.txt \\
@@ -77,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 real[name].append(rgb[mask == cid])
     normal = [ln.strip() for ln in Path(a.normal).read_text().splitlines() if ln.strip()]
     projected: dict[str, dict[str, dict[str, float]]] = {}
+    scans = []  # read once, projected into at every thickness
+    for path in normal[: a.bags]:
+        scan = open_scan(path)
+        scans.append(dataclasses.replace(scan, pixel_mm=FIELD_MM / max(scan.shape) * 1.5))
+    powers = [1.0, *a.lighten]
     for t in a.thickness:
-        powers = [1.0, *a.lighten]
         px: dict[float, dict[str, list[np.ndarray]]] = {g: {"gun": [], "knife": []} for g in powers}
-        for i, path in enumerate(normal[: a.bags]):
-            scan = open_scan(path)
-            scan = dataclasses.replace(scan, pixel_mm=FIELD_MM / max(scan.shape) * 1.5)
+        for i, scan in enumerate(scans):
             for kind in ("gun", "knife"):
                 res = project_threat(scan, kind, seed=200 + i, thickness=t)
                 for g in powers:
