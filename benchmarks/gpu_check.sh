@@ -19,7 +19,7 @@ OUT=${OUT:-gpu_out}
 DEV=${DEV:-cuda}
 BUDGET=${BUDGET:-540}
 QUICK=${QUICK:-0}
-STEPS=,${STEPS:-pytest,default_model,training,training_b512,engine,recipe},
+STEPS=,${STEPS:-pytest,default_model,training,pipeline,training_b512,engine,recipe},
 mkdir -p "$OUT"
 # Pure-Python packages the machine's image lacks travel in .pysite/ (ignored by git).
 [ -d .pysite ] && export PYTHONPATH=$PWD/.pysite${PYTHONPATH:+:$PYTHONPATH}
@@ -56,6 +56,7 @@ cat "$OUT/env.txt"
 if [ "$QUICK" = 1 ]; then
   run default_model 120 python3 benchmarks/bench_default_model.py --device "$DEV" --sizes 300x400 --bags 1 --repeats 1 --strides 32
   run training 60 python3 benchmarks/bench_training.py --device "$DEV" --steps 1 --rounds 1 --ngf 8 --batch 8
+  run pipeline 60 python3 benchmarks/bench_batch_pipeline.py --device "$DEV" --windows 512 --batches 4 --rounds 1
   run recipe 120 python3 benchmarks/bench_recipe_training.py --device "$DEV" --bags 4 --epochs 1 --ngf 8
   run engine 120 python3 benchmarks/bench_engine.py --device "$DEV" --no-rss --repeats 1 --sim-size 300,400 --naive-windows 8 --probe-windows 4 --matmul-n 256 --variants eager_bf16 --strides 32
   exit 0
@@ -71,6 +72,7 @@ fi
 
 run default_model 100 python3 benchmarks/bench_default_model.py --device "$DEV" --repeats 10 --parity --threads "$NPROC"
 run training 45 python3 benchmarks/bench_training.py --device "$DEV" --steps 20 --rounds 3 --batch 64 --threads "$NPROC"
+run pipeline 45 python3 benchmarks/bench_batch_pipeline.py --device "$DEV" --threads "$NPROC"
 run training_b512 45 python3 benchmarks/bench_training.py --device "$DEV" --steps 10 --rounds 3 --batch 512 --ngf 64 --threads "$NPROC"
 run engine 150 python3 benchmarks/bench_engine.py --device "$DEV" --no-rss --repeats 3 --threads "$NPROC" --variants eager_bf16,eager_fp32,compiled_bf16
 run recipe 200 python3 benchmarks/bench_recipe_training.py --device "$DEV" --bags 40 --epochs "${RECIPE_EPOCHS:-25}" --threads "$NPROC"

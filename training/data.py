@@ -405,8 +405,10 @@ def hue_rotation(degrees: torch.Tensor) -> torch.Tensor:
     """
     t = torch.deg2rad(degrees.float())
     c, s = torch.cos(t), torch.sin(t)
-    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / math.sqrt(3.0)
-    eye, ones = torch.eye(3), torch.full((3, 3), 1.0 / 3.0)
+    dev = degrees.device  # built where the angles are, so a GPU batch never crosses to the host
+    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=dev)
+    k = k / math.sqrt(3.0)
+    eye, ones = torch.eye(3, device=dev), torch.full((3, 3), 1.0 / 3.0, device=dev)
     return c[:, None, None] * eye + s[:, None, None] * k + (1.0 - c)[:, None, None] * ones
 
 
@@ -426,6 +428,7 @@ def render_jitter(
         t = x.add(1.0).mul_(0.5)
     else:
         t = torch.exp(x.add(1.0).mul_(-0.5 * ceiling))
+    gamma, hue = gamma.to(x.device), hue.to(x.device)  # drawn on the host, applied anywhere
     t = t.clamp_min(1e-6).pow(gamma.float().view(-1, 1, 1, 1))
     if x.shape[1] == 3 and bool((hue != 0).any()):
         t = torch.einsum("nij,njhw->nihw", hue_rotation(hue), t)
@@ -505,10 +508,64 @@ class _BatchDataset(Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        x = augment(decode(self.data[self.batches[i]]), self.codes[i])
-        if self.jitter is not None:
-            x = self.jitter.apply(x, self.epoch_seed * 100_003 + i + self.jitter.seed)
-        return x
+        return make_batch(
+            self.data, self.batches[i], self.codes[i], self.jitter, self.epoch_seed, i
+        )
+
+
+def make_batch(
+    data: torch.Tensor,
+    idx: torch.Tensor,
+    codes: torch.Tensor,
+    jitter: RenderJitter | None,
+    epoch_seed: int,
+    i: int,
+) -> torch.Tensor:
+    """Batch ``i`` of an epoch: windows ``idx`` of ``data`` decoded, turned by their dihedral
+    ``codes`` and, with an active ``jitter``, rendered with parameters drawn from the epoch
+    seed and ``i``. Runs on whatever device ``data`` is on (the host loader and the
+    device-resident path share it, so both give the same batches)."""
+    x = augment(decode(data[idx.to(data.device)]), codes.to(data.device))
+    if jitter is not None and jitter.active:
+        x = jitter.apply(x, int(epoch_seed) * 100_003 + i + jitter.seed)
+    return x
+
+
+def resident_windows(
+    data: torch.Tensor, device: torch.device, free_bytes: int | None = None
+) -> torch.Tensor | None:
+    """``data`` copied once onto an accelerator ``device`` for :func:`device_batches`, or
+    ``None`` to keep the host loader: on the CPU (nothing to move), or when the windows
+    would take more than a quarter of the device's free memory (``free_bytes``; read from
+    the device when not given) and would crowd out the model's activations.
+
+    Why: on a GPU the host-side decode, augmentation and rendering of every batch, and its
+    upload, cost about as much as the training step itself (docs/BENCHMARKS.md, "The
+    CUDA path"); the cache is uint8, so it uploads at a quarter of a float batch's size.
+    """
+    if device.type == "cpu":
+        return None
+    if free_bytes is None:
+        if device.type != "cuda":
+            return None
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    if data.numel() * data.element_size() > free_bytes // 4:
+        return None
+    return data.to(device)
+
+
+def device_batches(
+    data: torch.Tensor,
+    batches: list[torch.Tensor],
+    codes: list[torch.Tensor],
+    jitter: RenderJitter | None = None,
+    epoch_seed: int = 0,
+) -> Iterator[torch.Tensor]:
+    """The batches :func:`make_loader` yields, made where ``data`` lives (see
+    :func:`resident_windows`): indices and augmentation codes are chosen on the host exactly
+    as for the loader, only the window work moves."""
+    for i, (idx, code) in enumerate(zip(batches, codes, strict=True)):
+        yield make_batch(data, idx, code, jitter, epoch_seed, i)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,16 @@ from xrayscreen.model.score import latent_score
 from . import checkpoint as ckpt
 from . import ddp
 from .config import TrainConfig
-from .data import RenderJitter, WindowSet, decode, epoch_batches, epoch_seed, make_loader
+from .data import (
+    RenderJitter,
+    WindowSet,
+    decode,
+    device_batches,
+    epoch_batches,
+    epoch_seed,
+    make_loader,
+    resident_windows,
+)
 
 PHASES = ("loading", "train", "validate", "calibrate", "saving", "done")
 
@@ -337,6 +346,9 @@ def iter_fit(
     jitter = RenderJitter(
         float(cfg.jitter_gamma), float(cfg.jitter_hue), cfg.representation, int(cfg.seed)
     )
+    # On an accelerator the window cache goes up once and batches are made there
+    # (the host loader's workers are then not used).
+    resident = resident_windows(train.data, device) if cfg.num_workers == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         if stopped_early:
             break
@@ -350,14 +362,13 @@ def iter_fit(
             world=info.world,
         )
         spe = len(batches)
-        loader = make_loader(
-            train.data,
-            batches,
-            codes,
-            cfg.num_workers,
-            jitter=jitter,
-            epoch_seed=epoch_seed(cfg.seed, epoch) * 31 + info.rank,
-        )
+        seed_e = epoch_seed(cfg.seed, epoch) * 31 + info.rank
+        if resident is not None:
+            loader: Iterable[torch.Tensor] = device_batches(
+                resident, batches, codes, jitter, seed_e
+            )
+        else:
+            loader = make_loader(train.data, batches, codes, cfg.num_workers, jitter, seed_e)
         rows: list[dict[str, float]] = []
         t_epoch = time.perf_counter()
         for step, x in enumerate(loader):

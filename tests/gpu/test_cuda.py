@@ -144,3 +144,27 @@ def test_model_trained_on_cuda_loads_and_scores_on_cpu(tmp_path, capsys):
     res = ScoringEngine(b, "cpu").score_scan_sync(scan, stride=16)
     assert res.device == "cpu" and np.isfinite(res.latent_map).all()
     assert b.tip_head is not None
+
+
+def test_training_batches_made_on_the_gpu_match_the_host_loader():
+    """The training window cache goes up once and batches are made on the GPU: the same
+    windows, turns and renderings as the host loader's, up to float rounding."""
+    from xrayscreen.training.data import (
+        RenderJitter,
+        device_batches,
+        epoch_batches,
+        make_loader,
+        resident_windows,
+    )
+
+    g = torch.Generator().manual_seed(1)
+    data = torch.randint(0, 256, (256, 3, 64, 64), dtype=torch.uint8, generator=g)
+    batches, codes = epoch_batches(256, 64, seed=5, epoch=1, augment_on=True)
+    jitter = RenderJitter(1.25, 20.0, "rgb", 5)
+    up = resident_windows(data, torch.device("cuda"))
+    assert up is not None and up.is_cuda
+    host = list(make_loader(data, batches, codes, jitter=jitter, epoch_seed=3))
+    gpu = list(device_batches(up, batches, codes, jitter, epoch_seed=3))
+    assert all(b.is_cuda for b in gpu)
+    for a, b in zip(host, gpu, strict=True):
+        assert torch.allclose(a, b.cpu(), atol=1e-5)

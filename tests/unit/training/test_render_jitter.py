@@ -14,12 +14,14 @@ from xrayscreen.imaging.scan import Scan, ScanKind
 from xrayscreen.training.config import TrainConfig
 from xrayscreen.training.data import (
     RenderJitter,
+    device_batches,
     encode,
     epoch_batches,
     hue_rotation,
     make_loader,
     render_gamma,
     render_jitter,
+    resident_windows,
 )
 
 
@@ -117,6 +119,30 @@ def test_loader_renders_batches_only_when_jitter_is_on():
     assert all(not torch.allclose(p, q) for p, q in zip(plain, on, strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(on, other_epoch, strict=True))
     assert all(b.min() >= -1 and b.max() <= 1 for b in on)
+
+
+@pytest.mark.parametrize("gamma, hue", [(1.0, 0.0), (1.25, 20.0)])
+def test_device_batches_are_the_loaders_batches(gamma, hue):
+    """The device-resident path (used on a GPU) makes exactly the host loader's batches:
+    same windows, same dihedral turns, same rendering draws, for every batch."""
+    x = torch.stack([_x("rgb", _rgb(s, (16, 16))) for s in range(40)])
+    data = encode(x, "rgb")
+    batches, codes = epoch_batches(40, 8, seed=3, epoch=2, augment_on=True)
+    jitter = RenderJitter(gamma, hue, "rgb", 4)
+    host = [b.clone() for b in make_loader(data, batches, codes, jitter=jitter, epoch_seed=9)]
+    here = list(device_batches(data, batches, codes, jitter, epoch_seed=9))
+    assert len(here) == len(host) == 5
+    assert all(torch.equal(a, b) for a, b in zip(host, here, strict=True))
+    other = list(device_batches(data, batches, codes, jitter, epoch_seed=10))
+    assert (gamma, hue) == (1.0, 0.0) or not torch.equal(other[0], here[0])
+
+
+def test_resident_windows_only_on_an_accelerator_with_room():
+    data = torch.zeros(10, 3, 8, 8, dtype=torch.uint8)  # 1,920 bytes
+    assert resident_windows(data, torch.device("cpu")) is None  # nothing to move
+    assert resident_windows(data, torch.device("meta"), free_bytes=4 * 1_919) is None  # too big
+    up = resident_windows(data, torch.device("meta"), free_bytes=4 * 1_920)
+    assert up is not None and up.device.type == "meta" and up.shape == data.shape
 
 
 def test_jitter_settings():
