@@ -29,11 +29,15 @@ def _on_off(text: str) -> bool:
 
 # CLI flag -> TrainConfig field (flags left unset keep the --config file's / default value).
 _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "epochs": ("epochs", int, "training epochs (default 25)"),
+    "epochs": ("epochs", int, "training epochs (X-ray default 5; --preset paper 25)"),
     "window": ("window", int, "window side in pixels (default 64)"),
-    "stride": ("stride", int, "stride between training windows (default 32)"),
-    "ngf": ("ngf", int, "generator width (default 64)"),
-    "ndf": ("ndf", int, "discriminator width (default 64)"),
+    "stride": (
+        "stride",
+        int,
+        "stride between training windows (X-ray default: the window, 64; --preset paper: half of it)",
+    ),
+    "ngf": ("ngf", int, "generator width (X-ray default 32; --preset paper 64)"),
+    "ndf": ("ndf", int, "discriminator width (X-ray default 32; --preset paper 64)"),
     "nz": ("nz", int, "latent size (default 100)"),
     "batch_size": ("batch_size", int, "windows per step (default 64)"),
     "lr": ("lr", float, "Adam learning rate (default 2e-4, the paper's)"),
@@ -42,7 +46,7 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "representation": (
         "representation",
         str,
-        "model input: rgb (default), rgb_attenuation, log_attenuation",
+        "model input: rgb_attenuation (X-ray default), rgb (--preset paper), log_attenuation",
     ),
     "longer_side": ("longer_side", int, "working scale: longer image side in px (default 800)"),
     "jitter_gamma": (
@@ -301,7 +305,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, flag, None) is not None:
             base[flag] = list(getattr(args, flag))
     if args.window is not None and args.stride is None and not args.config:
-        base["stride"] = None  # default stride follows the window (window // 2)
+        # The default stride follows the window: the paper's overlap (window // 2), or the
+        # X-ray default's non-overlapping windows.
+        paper = getattr(args, "preset", "xray") == "paper"
+        base["stride"] = None if paper else args.window
     if args.bf16:
         base["bf16"] = True
     if args.half:

@@ -156,3 +156,27 @@ def test_device_resident_batches_train_exactly_as_the_host_loader(monkeypatch):
     here = weights()
     assert used == ["cpu"]
     assert all(torch.equal(host[k], here[k]) for k in host)
+
+
+def test_xray_default_is_the_measured_recipe():
+    """The X-ray default trains what every SIXray figure of docs/BENCHMARKS.md was measured
+    with (ngf = ndf = 32, 5 epochs, non-overlapping 64 px windows); the paper preset keeps
+    the paper's size, length and overlap."""
+    import argparse
+
+    from xrayscreen.training.cli import add_arguments, config_from_args
+
+    x, paper = TrainConfig.xray(), TrainConfig()
+    assert (x.ngf, x.ndf, x.epochs, x.window, x.stride) == (32, 32, 5, 64, 64)
+    assert (paper.ngf, paper.ndf, paper.epochs, paper.stride) == (64, 64, 25, 32)
+    assert TrainConfig.xray(window=32).stride == 32  # still no overlap at another window
+    assert TrainConfig.xray(window=32, stride=8).stride == 8
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def cli(*extra: str) -> TrainConfig:
+        return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
+
+    assert cli("--window", "32").stride == 32
+    assert cli("--window", "32", "--preset", "paper").stride == 16
+    assert cli().to_dict() == x.to_dict()
