@@ -539,9 +539,9 @@ def resident_windows(
     would take more than a quarter of the device's free memory (``free_bytes``; read from
     the device when not given) and would crowd out the model's activations.
 
-    Why: on a GPU the host-side decode, augmentation and rendering of every batch, and its
-    upload, cost about as much as the training step itself (docs/BENCHMARKS.md, "The
-    CUDA path"); the cache is uint8, so it uploads at a quarter of a float batch's size.
+    Why: on the H200 the recipe's fit ran at half the bare step rate with every batch
+    decoded, turned, rendered and uploaded by the host (docs/BENCHMARKS.md, "The CUDA
+    path"); the cache is uint8, a quarter of the float32 batches' bytes, and goes up once.
     """
     if device.type == "cpu":
         return None
