@@ -266,7 +266,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=("LOW", "HIGH"),
             help=help_text,
         )
-    parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--bf16",
+        action="store_true",
+        default=None,
+        help="bf16 autocast (the X-ray default uses it where the device has bf16 units)",
+    )
+    precision.add_argument(
+        "--fp32", action="store_true", default=None, help="float32 throughout, bf16 units or not"
+    )
     parser.add_argument("--no-augment", action="store_true", help="no flips / rotations")
     parser.add_argument(
         "--half", action="store_true", default=None, help="store float16 weights (half the size)"
@@ -311,6 +320,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["stride"] = None if paper else args.window
     if args.bf16:
         base["bf16"] = True
+    if getattr(args, "fp32", None):
+        base["bf16"] = False
     if args.half:
         base["half_weights"] = True
     if args.no_augment:

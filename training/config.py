@@ -60,6 +60,7 @@ XRAY_DEFAULTS: dict[str, Any] = {
     "ndf": 32,
     "epochs": 5,
     "stride": 64,
+    "bf16": None,  # bf16 where the device has bf16 units, as measured; float32 elsewhere
     "representation": "rgb_attenuation",
     "spectral_norm_d": True,
     "score_kind": "feature_knn_excess",
@@ -151,7 +152,10 @@ class TrainConfig:
         val_fraction: Fraction of SCANS held out for validation and calibration.
         min_val_scans: At least this many scans go to validation when there are >= 2.
         seed: Seeds initialisation, split, shuffling and augmentation.
-        bf16: bfloat16 autocast for forward passes (CPU AMX / recent GPUs).
+        bf16: bfloat16 autocast for forward passes: ``True`` / ``False``, or ``None`` for
+            bf16 where the training device has bf16 units (a CPU with AMX or AVX512-BF16, a
+            CUDA GPU that supports it) and float32 elsewhere (the X-ray default: its SIXray
+            figures were measured with bf16 on such a CPU; float32 measured a little lower).
         device: "cpu", "cuda", "cuda:1", ... or "auto".
         num_workers: DataLoader workers (0 = main process; the cache is in RAM).
         threads: torch intra-op threads on CPU (0 = leave torch's default).
@@ -275,7 +279,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     min_val_scans: int = 1
     seed: int = 0
-    bf16: bool = False
+    bf16: bool | None = False
     device: str = "auto"
     num_workers: int = 0
     threads: int = 0
@@ -334,6 +338,8 @@ class TrainConfig:
         """Raise :class:`ConfigError` with a readable message for impossible settings."""
         validate_isize(self.window)
         channels_of(self.representation)
+        if self.bf16 not in (True, False, None):
+            raise ConfigError(f"bf16 must be true, false or null (auto), got {self.bf16!r}")
         if not 1 <= self.stride <= self.window:
             raise ConfigError(f"stride must be in 1..window ({self.window}), got {self.stride}")
         for name in ("epochs", "batch_size"):

@@ -27,6 +27,7 @@ import torch
 from torch.func import functional_call
 
 from xrayscreen.errors import ConfigError
+from xrayscreen.inference.engine import cpu_has_bf16
 from xrayscreen.model.ganomaly import (
     Discriminator,
     Generator,
@@ -93,6 +94,7 @@ class FitOutcome:
     d_resets: int
     stopped_early: bool
     elapsed_s: float
+    precision: str = "fp32"  # what the forward passes ran in ("bf16" / "fp32")
 
 
 def resolve_device(name: str, info: ddp.DistInfo | None = None) -> torch.device:
@@ -127,6 +129,7 @@ class GanomalyTrainer:
     ) -> None:
         self.cfg = cfg
         self.device = device
+        self.use_bf16 = resolve_bf16(cfg.bf16, device)
         self.info = info or ddp.DistInfo()
         self.model_config = cfg.model_config()
         self.weights = cfg.loss_weights()
@@ -143,8 +146,8 @@ class GanomalyTrainer:
 
     # -- pieces of one update ------------------------------------------------------------
     def autocast(self):
-        """bf16 autocast context when enabled, else a no-op."""
-        if not self.cfg.bf16:
+        """bf16 autocast context when enabled (:func:`resolve_bf16`), else a no-op."""
+        if not self.use_bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -264,6 +267,19 @@ class GanomalyTrainer:
         ckpt.unflatten_optimizer(self.opt_g, tensors, meta["optg"], "optg")
         ckpt.unflatten_optimizer(self.opt_d, tensors, meta["optd"], "optd")
         self.d_resets = int(meta.get("d_resets", 0))
+
+
+def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
+    """Whether training runs its forward passes in bf16: ``True`` / ``False`` as set, and
+    for ``None`` (auto) only where ``device`` has bf16 units -- a CPU with AMX or
+    AVX512-BF16 (elsewhere bf16 is emulated and slow), or a CUDA GPU that supports it."""
+    if setting is not None:
+        return bool(setting)
+    if device.type == "cpu":
+        return cpu_has_bf16()
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return False
 
 
 def _mean_losses(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -461,6 +477,7 @@ def iter_fit(
                 d_resets=tr.d_resets,
                 stopped_early=stopped_early or (len(history) < cfg.epochs),
                 elapsed_s=elapsed_before + time.perf_counter() - t0,
+                precision="bf16" if tr.use_bf16 else "fp32",
             )
         )
 

@@ -341,6 +341,7 @@ def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerp
             "kept_epoch": fo.kept_epoch,
             "seed": cfg.seed,
             "training_time_s": round(fo.elapsed_s, 1),
+            "precision": fo.precision,
         },
     )
 
@@ -362,6 +363,7 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
         "stopped_early": fo.stopped_early,
         "d_resets": fo.d_resets,
         "elapsed_s": round(fo.elapsed_s, 1),
+        "precision": fo.precision,
         "calibration_source": r.calibration_source,
         "calibration": None
         if cal is None

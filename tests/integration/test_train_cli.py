@@ -75,6 +75,11 @@ def test_cli_trains_a_loadable_calibrated_bundle(tmp_path, capsys):
     prov = b.provenance
     assert prov["n_scans"] == 6 and len(prov["data_fingerprint"]) == 64 and prov["epochs"] == 2
     assert b.training["config"]["lr"] == 2e-4
+    # bf16 where this machine's CPU has bf16 units (the X-ray default's auto), recorded.
+    from xrayscreen.inference.engine import cpu_has_bf16
+
+    assert b.training["config"]["bf16"] is None
+    assert prov["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     # Default preset = the X-ray configuration of issue 7 (two timescales, feature_knn).
     assert b.training["optimizer"]["lr_g"] == 1e-4 and b.training["optimizer"]["lr_d"] == 4e-4
     assert b.score.kind == "feature_knn_excess" and b.score.params["scan_norm"] == "robust_z"

@@ -177,6 +177,34 @@ def test_xray_default_is_the_measured_recipe():
     def cli(*extra: str) -> TrainConfig:
         return config_from_args(parser.parse_args(["bags", "--out", "m", *extra]))
 
+    assert x.bf16 is None and paper.bf16 is False  # auto: bf16 where the device has the units
+    assert cli("--bf16").bf16 is True and cli("--fp32").bf16 is False
+    with pytest.raises(SystemExit):
+        cli("--bf16", "--fp32")
+    with pytest.raises(ConfigError, match="bf16"):
+        TrainConfig(bf16="yes")
     assert cli("--window", "32").stride == 32
     assert cli("--window", "32", "--preset", "paper").stride == 16
     assert cli().to_dict() == x.to_dict()
+
+
+def test_bf16_auto_follows_the_device(monkeypatch):
+    """``bf16=None`` trains in bf16 only where the device has bf16 units; an explicit
+    setting wins; the outcome records what ran."""
+    from xrayscreen.training import loop
+
+    cpu = torch.device("cpu")
+    for has in (True, False):
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda has=has: has)
+        assert loop.resolve_bf16(None, cpu) is has
+        assert loop.resolve_bf16(True, cpu) is True and loop.resolve_bf16(False, cpu) is False
+    assert loop.resolve_bf16(None, torch.device("meta")) is False
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=g)
+    ws = WindowSet(data, torch.zeros(16, dtype=torch.int64), ["a" * 64])
+    empty = WindowSet(data[:0], torch.zeros(0, dtype=torch.int64), [])
+    cfg = TrainConfig(window=16, ngf=8, ndf=8, nz=4, device="cpu", batch_size=8, epochs=1,
+                      threads=1, bf16=None)  # fmt: skip
+    assert loop.fit(cfg, ws, empty).precision == "fp32"
+    assert loop.fit(cfg.replace(bf16=True), ws, empty).precision == "bf16"
