@@ -2,10 +2,11 @@
 
 Simulates ``--bags`` threat-free bags (``simulate_bag``, seeds 200000+, in a process
 pool), then runs ``xrayscreen.training.pipeline.iter_train`` with
-``TrainConfig.xray(...)``: what ``xrayscreen train`` and the GUI's retraining run (25
-epochs, ngf 64, stride 32, the stabilised discriminator, the feature memory, the
-projected-threat head, calibration on held-out bags scored whole), with only the
-changes given on the command line. Stage times come from the pipeline's progress
+``TrainConfig.xray(...)``: what ``xrayscreen train`` and the GUI's retraining run (5
+epochs, ngf 32, non-overlapping windows, bf16 where the device has bf16 units -- since the
+seventeenth session; before it 25 epochs, ngf 64, stride 32 -- the stabilised
+discriminator, the feature memory, the projected-threat head, calibration on held-out bags
+scored whole), with only the changes given on the command line. Stage times come from the pipeline's progress
 events (loading / train / validate / calibrate / saving).
 
     python benchmarks/bench_recipe_training.py --device cuda --bags 60
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         "val_windows": result.n_val_windows,
         "epochs": cfg.epochs,
         "ngf": cfg.ngf,
-        "bf16": cfg.bf16,
+        "stride": cfg.stride,
+        "bf16": cfg.bf16,  # None = auto: bf16 where the device has bf16 units
+        "precision": result.bundle.provenance.get("precision"),
         "fit_s": round(result.elapsed_s, 1),
         "fit_windows_per_s": round(windows * cfg.epochs / result.elapsed_s, 1),
         "stage_s": {k: round(v, 1) for k, v in stages.items()},
