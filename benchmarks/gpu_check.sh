@@ -75,5 +75,5 @@ run training 45 python3 benchmarks/bench_training.py --device "$DEV" --steps 20 
 run pipeline 45 python3 benchmarks/bench_batch_pipeline.py --device "$DEV" --threads "$NPROC"
 run training_b512 45 python3 benchmarks/bench_training.py --device "$DEV" --steps 10 --rounds 3 --batch 512 --ngf 64 --threads "$NPROC"
 run engine 150 python3 benchmarks/bench_engine.py --device "$DEV" --no-rss --repeats 3 --threads "$NPROC" --variants eager_bf16,eager_fp32,compiled_bf16
-run recipe 200 python3 benchmarks/bench_recipe_training.py --device "$DEV" --bags 40 --epochs "${RECIPE_EPOCHS:-25}" --threads "$NPROC"
+run recipe 200 python3 benchmarks/bench_recipe_training.py --device "$DEV" --bags 40 ${RECIPE_EPOCHS:+--epochs "$RECIPE_EPOCHS"} --threads "$NPROC"
 echo "done at ${SECONDS}s"
