@@ -170,7 +170,7 @@ def test_training_refuses_a_feature_level_the_window_does_not_have():
     knn = TrainConfig.xray(score_kind="feature_knn_residual", window=16)
     assert knn.bank_level == 2  # 16 px: levels 1-2 exist
     knn.replace(window=64, bank_level=4)
-    for changes in ({"window": 8}, {"window": 64, "bank_level": 5}):
+    for changes in ({"window": 8, "stride": 8}, {"window": 64, "bank_level": 5}):
         with pytest.raises(ConfigError, match="activation levels"):
             knn.replace(**changes)
 
