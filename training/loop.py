@@ -27,7 +27,7 @@ import torch
 from torch.func import functional_call
 
 from xrayscreen.errors import ConfigError
-from xrayscreen.inference.engine import cpu_has_bf16
+from xrayscreen.inference.engine import autocast_dtype
 from xrayscreen.model.ganomaly import (
     Discriminator,
     Generator,
@@ -275,11 +275,9 @@ def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
     AVX512-BF16 (elsewhere bf16 is emulated and slow), or a CUDA GPU that supports it."""
     if setting is not None:
         return bool(setting)
-    if device.type == "cpu":
-        return cpu_has_bf16()
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return False
+    # The scoring engine's own "auto" rule; where it would pick float16 (a CUDA GPU without
+    # bf16), training stays in float32 (float16 would need loss scaling).
+    return autocast_dtype(device, "auto") is torch.bfloat16
 
 
 def _mean_losses(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -70,6 +70,7 @@ __all__ = [
     "ScoreProgress",
     "ScoringEngine",
     "WindowOutputs",
+    "autocast_dtype",
     "cpu_has_bf16",
     "score_scan",
     "score_scan_sync",
@@ -110,7 +111,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _autocast_dtype(device: torch.device, autocast: str | bool | None) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, autocast: str | bool | None) -> torch.dtype | None:
+    """The dtype ``autocast`` asks for on ``device`` (``None`` = float32). ``"auto"`` /
+    ``True``: bf16 where the device has bf16 units (a CPU with AMX or AVX512-BF16, a CUDA
+    GPU that supports it), float16 on other CUDA GPUs, float32 elsewhere. Training reads
+    the same rule (``xrayscreen.training.loop.resolve_bf16``)."""
     if autocast in (False, None, "off", "fp32", "float32"):
         return None
     if autocast in ("bf16", "bfloat16"):
@@ -312,7 +317,7 @@ class ScoringEngine:
     ) -> None:
         self.bundle = bundle
         self.device = resolve_device(device)
-        self.dtype = _autocast_dtype(self.device, autocast)
+        self.dtype = autocast_dtype(self.device, autocast)
         t0 = time.perf_counter()
         gen = copy.deepcopy(bundle.generator).eval()
         if fuse_bn:

@@ -191,15 +191,16 @@ def test_xray_default_is_the_measured_recipe():
 def test_bf16_auto_follows_the_device(monkeypatch):
     """``bf16=None`` trains in bf16 only where the device has bf16 units; an explicit
     setting wins; the outcome records what ran."""
+    from xrayscreen.inference import engine
     from xrayscreen.training import loop
 
     cpu = torch.device("cpu")
     for has in (True, False):
-        monkeypatch.setattr(loop, "cpu_has_bf16", lambda has=has: has)
+        monkeypatch.setattr(engine, "cpu_has_bf16", lambda has=has: has)
         assert loop.resolve_bf16(None, cpu) is has
         assert loop.resolve_bf16(True, cpu) is True and loop.resolve_bf16(False, cpu) is False
     assert loop.resolve_bf16(None, torch.device("meta")) is False
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=g)
     ws = WindowSet(data, torch.zeros(16, dtype=torch.int64), ["a" * 64])
