@@ -317,3 +317,55 @@ def test_scorers_add_the_projected_threat_head_as_the_engine_does(
     np.testing.assert_allclose(
         other["latent"].window, ModelScorer(bundle, ["latent"]).score(scan)["latent"].window
     )
+
+
+def _rename(folder: Path, old: str, new: str) -> None:
+    for f in folder.glob(f"{old}.*"):
+        f.rename(f.with_name(new + f.suffix))
+
+
+def test_rescan_groups_resample_physical_bags_and_flag_split_straddlers(tmp_path, capsys):
+    normal, threat, labels = make_folder(tmp_path, n_benign=3, n_threat=2)
+    # SIXray-style names: two val benign scans of one suitcase, a third whose rescan is
+    # in the test split, and two val threat scans of one staged bag.
+    for i, name in enumerate(("N0000181", "N0000182", "N0000183")):
+        _rename(normal, f"N{i}", name)
+    for i, name in enumerate(("P00001", "P00004")):
+        _rename(threat, f"P{i}", name)
+        _rename(labels, f"P{i}", name)
+    groups = tmp_path / "rescans.txt"
+    groups.write_text("N0000181 N0000182\nN0000183 N0000241  # val and test\nP00001 P00004\n")
+    out = tmp_path / "report"
+    args = ["evaluate", "--normal", str(normal), "--threat", str(threat)]
+    args += ["--labels", str(labels), "--split", "val", "--out", str(out), "--quiet"]
+    assert main([*args, "--groups", str(groups), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "rescan group N0000183 straddles splits" in err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["counts"]["physical_bags"] == {"benign": 2, "threat": 1}
+    assert rep["settings"]["groups"]["straddling"] == [
+        {"group": "N0000183", "splits": {"val": ["N0000183"], "test": ["N0000241"]}}
+    ]
+    bag = rep["kinds"]["max_density"]["bag"]
+    assert bag["ci"]["unit"] == "physical bag (rescan groups)"
+    md = (out / "report.md").read_text()
+    assert "intervals resample physical bags (2 benign, 1 threat)" in md
+    assert "rescan group N0000183 straddles splits" in md
+    # Without the file the same run resamples scans.
+    out2 = tmp_path / "plain"
+    assert main([*args[:-3], "--out", str(out2), "--quiet", "--no-plots"]) == 0
+    plain = json.loads((out2 / "report.json").read_text())
+    assert plain["kinds"]["max_density"]["bag"]["ci"]["unit"] == "bag"
+    assert "physical_bags" not in plain["counts"] and "groups" not in plain["settings"]
+
+
+def test_a_bad_groups_file_is_a_clear_error(tmp_path, folder, capsys):
+    normal, threat, labels = folder
+    bad = tmp_path / "groups.txt"
+    bad.write_text("N0 N1\nN1\n")
+    rc = main(
+        ["evaluate", "--normal", str(normal), "--threat", str(threat), "--groups", str(bad)]
+        + ["--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+    )
+    assert rc == 2
+    assert "N1 is already listed on line 1" in capsys.readouterr().err

@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the weight a window keeps on its own score inside the context",
     )
+    parser.add_argument(
+        "--groups",
+        metavar="FILE",
+        help="rescan groups: one physical bag per line, the names of its scans "
+        "(xrayscreen.evaluation.groups); intervals then resample physical bags, and a group "
+        "that straddles the SIXray dev splits is reported",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -129,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
         list_scans,
         prepare_dataset,
     )
+    from xrayscreen.evaluation.groups import load_groups
     from xrayscreen.evaluation.report import write_report
     from xrayscreen.evaluation.runner import evaluate
     from xrayscreen.evaluation.scorers import EngineScorer, FloorScorer, ModelScorer
@@ -149,6 +157,17 @@ def _run(args: argparse.Namespace) -> int:
         threat = splits.select(threat, chosen["threat"])
         if not normal and not threat:
             raise ConfigError(f"no scan of split {args.split!r} found among the given files")
+    groups = None
+    group_info: dict[str, Any] | None = None
+    if args.groups:
+        groups = load_groups(args.groups)
+        group_info = _group_info(args.groups, groups, [*normal, *threat], args.split)
+        for g in group_info["straddling"]:
+            print(
+                f"warning: rescan group {g['group']} straddles splits {g['splits']}: the "
+                "later split is not held out from the earlier",
+                file=sys.stderr,
+            )
     source = None
     if args.labels or args.masks:
         source = AnnotationSource(
@@ -205,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         montage_kind=args.montage_kind,
         progress=not args.quiet,
         heat_windows=args.heat_windows,
+        groups=groups,
     )
     ev.summary["timing_s"]["prepare"] = round(t_prep, 2)
     ev.summary["timing_s"]["total"] = round(time.perf_counter() - t0, 2)
@@ -214,12 +234,33 @@ def _run(args: argparse.Namespace) -> int:
         args.out,
         model=model_info,
         command=_command(args),
-        extra_settings={"far": args.far, "split": args.split, "compat": args.compat},
+        extra_settings={"far": args.far, "split": args.split, "compat": args.compat}
+        | ({"groups": group_info} if group_info else {}),
         plots=not args.no_plots,
     )
     _print_summary(report)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _group_info(path: str, groups: dict[str, str], files: list[Path], split: str) -> dict[str, Any]:
+    """What the report says of the groups file: its path, how many groups touch the
+    evaluated scans, and the groups that straddle the SIXray dev splits (only groups
+    holding an evaluated scan, and only when a split was chosen)."""
+    from xrayscreen.evaluation import splits
+    from xrayscreen.evaluation.groups import straddling
+
+    names = {Path(f).stem for f in files}
+    info: dict[str, Any] = {
+        "file": str(path),
+        "groups_with_evaluated_scans": len({groups[n] for n in names if n in groups}),
+        "straddling": [],
+    }
+    if split != "all":
+        parts = {k: [*v["benign"], *v["threat"]] for k, v in splits.SPLITS.items() if k != "dev"}
+        mine = {groups[n] for n in names if n in groups}
+        info["straddling"] = [g for g in straddling(groups, parts) if g["group"] in mine]
+    return info
 
 
 def _command(args: argparse.Namespace) -> list[str]:

@@ -202,6 +202,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if s.get("split"):
         out.append(f"- split: `{s['split']}` (xrayscreen.evaluation.splits)")
+    g = s.get("groups")
+    if g:
+        phys = c.get("physical_bags", {})
+        out.append(
+            f"- rescan groups from `{g['file']}`: intervals resample physical bags "
+            f"({phys.get('benign', 'n/a')} benign, {phys.get('threat', 'n/a')} threat), not "
+            "scans;"
+        )
+        for st in g.get("straddling", []):
+            where = "; ".join(f"{k}: {', '.join(v)}" for k, v in st["splits"].items())
+            out.append(f"- **rescan group {st['group']} straddles splits** ({where}): not held out")
     pos = w.get("positives", {})
     neg = w.get("negatives", {})
     out += [

@@ -15,6 +15,9 @@ mask above the threshold; annotated bags only) and with any alarm.
 
 Pixel level: pooled pixel AUROC of the heat map over the scans that have masks.
 
+Intervals resample bags; given rescan groups (:mod:`xrayscreen.evaluation.groups`), they
+resample physical bags (every scan of a drawn group comes along).
+
 Heat-read windows (``heat_windows=True``): every kind also gets a ``<kind>@heat`` row
 whose window score is the mean of its heat map over the window -- what the operator
 sees there; for a model with spatial context, its context-averaged evidence. Bag
@@ -24,7 +27,7 @@ figures of these rows are the parent kind's (same heat map); no pixel figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,7 @@ from tqdm import tqdm
 from xrayscreen.evaluation import bootstrap
 from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, PreparedScan
 from xrayscreen.evaluation.floors import FLOOR_NAMES
+from xrayscreen.evaluation.groups import group_labels
 from xrayscreen.evaluation.heat import HeatMap, cell_mean, window_means
 from xrayscreen.evaluation.metrics import detection_at_far, roc_auc, roc_curve
 from xrayscreen.evaluation.scorers import KindScores, Scorer
@@ -58,7 +62,9 @@ class _KindAcc:
     scorer: str
     pos: list[np.ndarray] = field(default_factory=list)
     pos_cls: list[np.ndarray] = field(default_factory=list)
+    pos_names: list[str] = field(default_factory=list)  # the bag of each ``pos`` entry
     neg: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"a": [], "b": []})
+    neg_names: dict[str, list[str]] = field(default_factory=lambda: {"a": [], "b": []})
     bag_peak: dict[str, float] = field(default_factory=dict)
     bag_hit: dict[str, float] = field(default_factory=dict)  # peak inside the threat
     bag_out: dict[str, float] = field(default_factory=dict)  # peak outside the threat
@@ -101,6 +107,7 @@ def evaluate(
     montage_kind: str | None = None,
     progress: bool = True,
     heat_windows: bool = False,
+    groups: Mapping[str, str] | None = None,
 ) -> Evaluation:
     """Run every scorer on every scan of ``dataset`` and compute every figure.
 
@@ -113,6 +120,8 @@ def evaluate(
         progress: Show a tqdm bar.
         heat_windows: Add a ``<kind>@heat`` row per kind (window score = mean of the
             kind's heat map over the window).
+        groups: Scan name -> physical-bag key (:func:`~xrayscreen.evaluation.groups.
+            load_groups`): every interval resamples physical bags instead of scans.
 
     Returns:
         The evaluation.
@@ -164,9 +173,12 @@ def evaluate(
                     if scan.kind == THREAT and lab.rule != "none":
                         a.pos.append(ws[lab.positives])
                         a.pos_cls.append(lab.cls[lab.positives])
+                        a.pos_names.append(scan.name)
                         a.neg["b"].append(ws[lab.negatives])
+                        a.neg_names["b"].append(scan.name)
                     elif scan.kind == BENIGN:
                         a.neg["a"].append(ws[lab.negatives])
+                        a.neg_names["a"].append(scan.name)
                     a.bag_peak[scan.name] = heat.peak()
                     if threat_px is not None and threat_px.any():
                         a.bag_hit[scan.name] = heat.peak_where(threat_px)
@@ -180,7 +192,7 @@ def evaluate(
                     acc.heat_small[scan.name] = _small(heat)
         scan.release()
     wall = time.perf_counter() - t0
-    summary, curves = _figures(dataset, kinds, far, contents)
+    summary, curves = _figures(dataset, kinds, far, contents, groups)
     summary["timing_s"] = {
         "scoring_pass": round(wall, 2),
         **{k: round(v, 2) for k, v in timing.items()},
@@ -224,7 +236,11 @@ def bag_contents(classes: set[str]) -> str:
 
 
 def _figures(
-    dataset: Dataset, kinds: dict[str, _KindAcc], far: float, contents: dict[str, str] | None = None
+    dataset: Dataset,
+    kinds: dict[str, _KindAcc],
+    far: float,
+    contents: dict[str, str] | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> tuple[dict, dict]:
     benign = [s.name for s in dataset.scans if s.kind == BENIGN]
     threat = [s.name for s in dataset.scans if s.kind == THREAT]
@@ -255,7 +271,7 @@ def _figures(
                     # off the map) are left out to keep the pass short.
                     "auc_ci": None
                     if "@" in name
-                    else _ri(_window_auc_ci(acc, dataset, pool, cname)),
+                    else _ri(_window_auc_ci(acc, dataset, pool, cname, groups)),
                     "detection_at_far": _r(det.detection),
                     "threshold_at_far": _r(det.threshold, 6),
                     "achieved_far": _r(det.far),
@@ -265,7 +281,7 @@ def _figures(
             window[pool] = cols
             if len(pos) and len(neg):
                 curves[name][f"window_{pool}"] = _thin(roc_curve(pos, neg))
-        bag = _bag_figures(acc, benign, threat, annotated, contents or {})
+        bag = _bag_figures(acc, benign, threat, annotated, contents or {}, groups)
         if bag.get("roc") is not None:
             curves[name]["bag"] = bag.pop("roc")
         else:
@@ -281,7 +297,7 @@ def _figures(
                 "n_pixels": int(truth.size),
             }
         out["kinds"][name] = {"scorer": acc.scorer, "window": window, "bag": bag, "pixel": pix}
-    _paired_against_floors(out["kinds"], kinds, benign, threat, annotated)
+    _paired_against_floors(out["kinds"], kinds, benign, threat, annotated, groups)
     out["counts"] = {
         "bags": {
             "benign": len(benign),
@@ -291,7 +307,28 @@ def _figures(
         },
         "windows": counts or {},
     }
+    if groups:
+        # How many independent bags the intervals rest on (scans in no group count alone).
+        out["counts"]["physical_bags"] = {
+            "benign": _n_groups(benign, groups),
+            "threat": _n_groups(threat, groups),
+        }
     return out, curves
+
+
+def _n_groups(names: list[str], groups: Mapping[str, str]) -> int:
+    return len(set(group_labels(names, groups).tolist()))
+
+
+def _bag_groups(
+    benign: list[str], threat: list[str], hits: list[str], groups: Mapping[str, str] | None
+) -> bootstrap.BagGroups | None:
+    """Group labels of a bag figure's three arrays (threat and on-threat peaks in one
+    label space, so a drawn threat bag brings both); ``None`` without groups."""
+    if not groups:
+        return None
+    lt = group_labels([*threat, *hits], groups)
+    return group_labels(benign, groups), lt[: len(threat)], lt[len(threat) :]
 
 
 def _bag_figures(
@@ -300,10 +337,12 @@ def _bag_figures(
     threat: list[str],
     annotated: list[str],
     contents: dict[str, str] | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     b = np.array([acc.bag_peak[n] for n in benign], dtype=np.float64)
     t = np.array([acc.bag_peak[n] for n in threat], dtype=np.float64)
-    hit = np.array([acc.bag_hit[n] for n in annotated if n in acc.bag_hit], dtype=np.float64)
+    hits = [n for n in annotated if n in acc.bag_hit]
+    hit = np.array([acc.bag_hit[n] for n in hits], dtype=np.float64)
     res: dict[str, Any] = {
         "auc_peak": _r(roc_auc(t, b)),
         "auc_localised": _r(roc_auc(hit, b)),
@@ -340,8 +379,11 @@ def _bag_figures(
         )
     # How much a few dozen bags can tell: bag-resampled percentile intervals (threshold
     # re-derived per resample), beside every bag figure.
-    ci = bootstrap.bag_intervals(b, t, hit, BAG_ALARM_TARGETS)
-    res["ci"] = {"level": ci["level"], "resamples": ci["resamples"], "unit": "bag"}
+    ci = bootstrap.bag_intervals(
+        b, t, hit, BAG_ALARM_TARGETS, groups=_bag_groups(benign, threat, hits, groups)
+    )
+    unit = "physical bag (rescan groups)" if groups else "bag"
+    res["ci"] = {"level": ci["level"], "resamples": ci["resamples"], "unit": unit}
     res["auc_peak_ci"] = _ri(ci["auc_peak"])
     for op in res["operating"]:
         iv = ci["operating"][op["target_benign_alarm"]]
@@ -364,13 +406,26 @@ def _by_contents(
     return dict(sorted(out.items()))
 
 
-def _window_auc_ci(acc: _KindAcc, dataset: Dataset, pool: str, cname: str) -> list[float] | None:
-    """Bag-resampled 95 % interval of one window-AUC cell (:mod:`bootstrap`)."""
+def _window_auc_ci(
+    acc: _KindAcc,
+    dataset: Dataset,
+    pool: str,
+    cname: str,
+    groups: Mapping[str, str] | None = None,
+) -> list[float] | None:
+    """Bag-resampled 95 % interval of one window-AUC cell (:mod:`bootstrap`); with
+    ``groups``, physical bags resampled."""
     pos = acc.pos
     if cname != "all":
         k = dataset.classes.index(cname)
         pos = [p[c == k] for p, c in zip(acc.pos, acc.pos_cls)]
-    return bootstrap.clustered_auc_interval(pos, acc.neg[pool], same_bags=pool == "b")
+    lp = ln = None
+    if groups:
+        lp = group_labels(acc.pos_names, groups)
+        ln = group_labels(acc.neg_names[pool], groups)
+    return bootstrap.clustered_auc_interval(
+        pos, acc.neg[pool], same_bags=pool == "b", pos_groups=lp, neg_groups=ln
+    )
 
 
 def _paired_against_floors(
@@ -379,6 +434,7 @@ def _paired_against_floors(
     benign: list[str],
     threat: list[str],
     annotated: list[str],
+    groups: Mapping[str, str] | None = None,
 ) -> None:
     """Each learned score against each non-learned floor on the same bags: a paired
     bootstrap of the bag-level differences at the 5 % operating point
@@ -402,7 +458,9 @@ def _paired_against_floors(
         mine = peaks(acc)
         vs = {}
         for other, theirs in floors.items():
-            d = bootstrap.paired_difference(mine, theirs, PAIRED_TARGET)
+            d = bootstrap.paired_difference(
+                mine, theirs, PAIRED_TARGET, groups=_bag_groups(benign, threat, hits, groups)
+            )
             vs[other] = {
                 k: None if d[k] is None else {"diff": _r(d[k]["diff"]), "ci": _ri(d[k]["ci"])}
                 for k in ("auc_peak", "on_threat")
