@@ -67,6 +67,12 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "num_workers": ("num_workers", int, "DataLoader workers (default 0)"),
     "max_windows_per_scan": ("max_windows_per_scan", int, "cap windows per scan (0 = all)"),
     "cache_file": ("cache_file", str, "window cache file (.safetensors) to reuse"),
+    "groups": (
+        "groups",
+        str,
+        "rescan groups file (one physical bag per line, the names of its scans): a bag's "
+        "scans stay on one side of the held-out split",
+    ),
     "score_kind": (
         "score_kind",
         str,
@@ -344,6 +350,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(args)
+        if cfg.groups:  # a broken groups file is a setting error, found before any work
+            from xrayscreen.evaluation.groups import load_groups
+
+            load_groups(cfg.groups)
     except XrayscreenError as exc:
         print(f"xrayscreen train: {exc}", file=sys.stderr)
         return 2

@@ -248,6 +248,9 @@ class TrainConfig:
         max_windows_per_scan: Random cap of windows per scan (0 = all) to bound RAM.
         cache_file: Optional ``.safetensors`` window cache file (re-used when its
             fingerprint matches).
+        groups: Optional rescan groups file (one physical bag per line, the names of its
+            scans; :mod:`xrayscreen.evaluation.groups`): a bag's scans are kept on one side
+            of the train / held-out split (:func:`training.data.split_by_scan`).
         half_weights: Store the bundle's weights as float16.
         nc: Input channels override for non-scan data (MNIST: 1); ``None`` = from the
             representation (scans always use the representation's channels).
@@ -320,6 +323,7 @@ class TrainConfig:
     patience: int = 0
     max_windows_per_scan: int = 0
     cache_file: str | None = None
+    groups: str | None = None
     half_weights: bool = False
     nc: int | None = None
     research: dict[str, Any] = field(default_factory=dict)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,12 +356,27 @@ class Split:
     val: WindowSet
 
 
-def split_by_scan(ws: WindowSet, val_fraction: float, seed: int, min_val_scans: int = 1) -> Split:
+def split_by_scan(
+    ws: WindowSet,
+    val_fraction: float,
+    seed: int,
+    min_val_scans: int = 1,
+    groups: Mapping[str, str] | None = None,
+) -> Split:
     """Split windows train/validation by scan, deterministically from ``seed``.
 
     The order does not depend on how the scans were listed: scans are sorted by
     sha256 before the seeded permutation. With one scan or ``val_fraction == 0``
     validation is empty.
+
+    With rescan ``groups`` (scan name stem -> physical-bag key,
+    :func:`xrayscreen.evaluation.groups.load_groups`) a bag's scans stay on one side: in
+    the same permutation, whole groups go to validation until it holds the wanted number
+    of scans (it may hold up to one group's size minus one more), so a held-out scan never
+    has its rescan among the training windows or the feature memory (whose nearest
+    neighbour would then be its own twin, and the calibration too optimistic). Scans in
+    no group, and every scan without ``groups``, are their own group: the split is then
+    exactly the ungrouped one.
 
     Raises:
         ConfigError: if the fraction is out of range.
@@ -376,8 +391,26 @@ def split_by_scan(ws: WindowSet, val_fraction: float, seed: int, min_val_scans: 
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=g).tolist()
     shuffled = [order[p] for p in perm]
-    val_scans = shuffled[:n_val]
-    train_scans = shuffled[n_val:]
+    if not groups:
+        val_scans = shuffled[:n_val]
+    else:
+        names = ws.scan_names or ws.scan_ids
+
+        def key(i: int) -> str:
+            stem = Path(names[i]).stem
+            return groups.get(stem, groups.get(names[i], "\0" + ws.scan_ids[i]))
+
+        members: dict[str, list[int]] = {}
+        for i in shuffled:
+            members.setdefault(key(i), []).append(i)
+        val_scans = []
+        for g in members:  # first-seen order: the permutation's, by whole groups
+            if len(val_scans) >= n_val:
+                break
+            if len(val_scans) + len(members[g]) <= n - 1:  # keep a training scan
+                val_scans += members[g]
+    taken = set(val_scans)
+    train_scans = [i for i in shuffled if i not in taken]
     return Split(train=ws.subset_scans(train_scans), val=ws.subset_scans(val_scans))
 
 

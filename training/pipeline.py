@@ -163,9 +163,15 @@ def iter_train(
             assert ws is not None
             if cfg.cache_file and info.is_main:
                 write_cache(cfg.cache_file, ws, cfg)
-        split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans)
+        groups = _load_groups(cfg.groups)
+        split = split_by_scan(ws, cfg.val_fraction, cfg.seed, cfg.min_val_scans, groups)
         fingerprint = ws.fingerprint()
         warnings: list[str] = []
+        if groups is not None and not _names_in(groups, ws):
+            warnings.append(
+                f"the groups file {cfg.groups} names none of the training scans: the "
+                "held-out split ignored it"
+            )
         if len(split.val) == 0:
             warnings.append(
                 "no held-out validation scans: calibration used TRAINING windows "
@@ -288,6 +294,20 @@ def train(
     return result
 
 
+def _load_groups(path: str | None) -> dict[str, str] | None:
+    """The rescan groups of ``cfg.groups`` (``None`` without a file)."""
+    if not path:
+        return None
+    from xrayscreen.evaluation.groups import load_groups
+
+    return load_groups(path)
+
+
+def _names_in(groups: dict[str, str], ws: WindowSet) -> bool:
+    """Whether the groups name any of the training scans (by file name or stem)."""
+    return any(n in groups or Path(n).stem in groups for n in ws.scan_names)
+
+
 def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerprint: str):
     gen = copy.deepcopy(fo.generator).eval()
     disc = copy.deepcopy(fo.discriminator).eval()
@@ -356,6 +376,7 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
         "n_scans": r.n_scans,
         "train_scans": split.train.scan_ids,
         "val_scans": split.val.scan_ids,
+        "val_scan_names": split.val.scan_names,
         "n_train_windows": r.n_train_windows,
         "n_val_windows": r.n_val_windows,
         "epochs_run": fo.epochs_run,

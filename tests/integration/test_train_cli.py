@@ -513,3 +513,34 @@ def test_cli_tip_abs_share_fits_its_reference_on_the_held_out_scans(tmp_path, ca
     (out / META).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="tip_abs_loc and tip_abs_scale"):
         load_bundle(out)
+
+
+def test_cli_rescan_groups_keep_a_bags_scans_on_one_side_of_the_held_out_split(tmp_path, capsys):
+    bags = make_bags(tmp_path / "normal")
+    groups = tmp_path / "rescans.txt"
+    groups.write_text("bag0 bag1 bag2  # one suitcase, three scans\nbag3 bag4\n")
+    out = tmp_path / "model"
+    args = [*TINY, "--tip-weight", "0", "--groups", str(groups)]
+    assert main(["train", str(bags), "--out", str(out), *args]) == 0
+    report = json.loads((out / "training_report.json").read_text())
+    held = set(report["val_scan_names"])
+    assert held and len(held) == len(report["val_scans"])
+    for bag in ({"bag0.png", "bag1.png", "bag2.png"}, {"bag3.png", "bag4.png"}):
+        assert bag <= held or not bag & held, held
+    assert report["config"]["groups"] == str(groups)
+    # A groups file that names none of the scans is said, not silently ignored.
+    groups.write_text("N0000188 N0000189\n")
+    out2 = tmp_path / "model2"
+    assert main(["train", str(bags), "--out", str(out2), *args]) == 0
+    assert any("names none of the training scans" in w for w in _report_warnings(out2, capsys))
+    # A broken one is a clear error before any training.
+    groups.write_text("bag0 bag1\nbag1\n")
+    assert main(["train", str(bags), "--out", str(tmp_path / "model3"), *args]) == 2
+    assert "bag1 is already listed on line 1" in capsys.readouterr().err
+
+
+def _report_warnings(out: Path, capsys) -> list[str]:
+    """The run's warnings, from its report and its output."""
+    report = json.loads((out / "training_report.json").read_text())
+    printed = capsys.readouterr()
+    return [*report.get("warnings", []), printed.out + printed.err]

@@ -169,3 +169,25 @@ def test_load_windows_from_folder_dedupes_and_caches(tmp_path):
     assert torch.equal(first.data, second.data) and first.scan_ids == second.scan_ids
     with pytest.raises(ScanError):
         load_windows([tmp_path / "nope"], CFG)
+
+
+def test_rescan_groups_stay_on_one_side_of_the_split():
+    ws = _windowset(12)
+    # Scans s0-s2 are one bag, s3-s4 another (names matched by stem, as file names are).
+    ws.scan_names = [f"s{i}.jpg" for i in range(12)]
+    groups = {"s0": "s0", "s1": "s0", "s2": "s0", "s3": "s3", "s4": "s3"}
+    plain = split_by_scan(ws, 0.25, seed=0)
+    for seed in range(20):
+        sp = split_by_scan(ws, 0.25, seed=seed, groups=groups)
+        val, train = set(sp.val.scan_names), set(sp.train.scan_names)
+        assert not val & train and len(val | train) == 12
+        for bag in ({"s0.jpg", "s1.jpg", "s2.jpg"}, {"s3.jpg", "s4.jpg"}):
+            assert bag <= val or bag <= train, (seed, bag, val)
+        assert 3 <= len(val) <= 3 + 2  # the wanted count, overshot by at most a group
+    # Groups that name no scan, or only singletons, leave the split exactly as it was.
+    for g in ({"zz": "zz"}, {"s0": "s0", "s5": "s5"}):
+        assert split_by_scan(ws, 0.25, seed=0, groups=g).val.scan_ids == plain.val.scan_ids
+    # A group never takes the last training scan.
+    everything = {f"s{i}": "one" for i in range(11)}
+    sp = split_by_scan(ws, 0.5, seed=3, groups=everything)
+    assert sp.train.scan_names and not set(sp.val.scan_names) & set(sp.train.scan_names)
