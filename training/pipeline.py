@@ -376,6 +376,7 @@ def _report(cfg: TrainConfig, r: TrainResult, split, fo: FitOutcome) -> dict[str
         "n_scans": r.n_scans,
         "train_scans": split.train.scan_ids,
         "val_scans": split.val.scan_ids,
+        "train_scan_names": split.train.scan_names,
         "val_scan_names": split.val.scan_names,
         "n_train_windows": r.n_train_windows,
         "n_val_windows": r.n_val_windows,

@@ -369,3 +369,52 @@ def test_a_bad_groups_file_is_a_clear_error(tmp_path, folder, capsys):
     )
     assert rc == 2
     assert "N1 is already listed on line 1" in capsys.readouterr().err
+
+
+def test_scans_the_model_has_seen_are_flagged(tmp_path, capsys):
+    import hashlib
+
+    normal, threat, labels = make_folder(tmp_path, n_benign=3, n_threat=2)
+    bundle = _bundle(tmp_path)
+    digest = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in normal.iterdir()}
+    # As `xrayscreen train` writes it: N0 trained on, N1 held out to calibrate.
+    (bundle / "training_report.json").write_text(
+        json.dumps(
+            {
+                "train_scans": [digest["N0"]],
+                "val_scans": [digest["N1"]],
+                "train_scan_names": ["N0.png"],
+                "val_scan_names": ["N1.png"],
+            }
+        )
+    )
+    groups = tmp_path / "rescans.txt"
+    groups.write_text("N0 N2\n")  # N2 is another scan of the bag N0 trained on
+    out = tmp_path / "report"
+    args = ["evaluate", "--model", str(bundle), "--normal", str(normal), "--threat", str(threat)]
+    args += ["--labels", str(labels), "--out", str(out), "--quiet", "--no-plots"]
+    assert main([*args, "--groups", str(groups)]) == 0
+    err = capsys.readouterr().err
+    assert "1 evaluated scan(s) were among the model's training scans: N0" in err
+    assert "were the model's held-out calibration scans: N1" in err
+    assert "are rescans (same group) of the model's training scans: N2" in err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["settings"]["training_overlap"] == {
+        "trained_on": ["N0"],
+        "held_out_for_calibration": ["N1"],
+        "rescans_of_trained": ["N2"],
+    }
+    assert (
+        "**1 evaluated scan(s) were among the model's training scans**"
+        in (out / "report.md").read_text()
+    )
+    # Held-out bags only: nothing to say.
+    clean = tmp_path / "clean"
+    for p in normal.glob("N[01].*"):
+        p.unlink()
+    args[args.index(str(out))] = str(clean)
+    assert main(args) == 0
+    assert "evaluated scan(s)" not in capsys.readouterr().err
+    assert not any(
+        json.loads((clean / "report.json").read_text())["settings"]["training_overlap"].values()
+    )

@@ -216,6 +216,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"skipped {k.path}: {k.reason}", file=sys.stderr)
     if not dataset.scans:
         raise ConfigError("no usable scan")
+    overlap = None
+    if args.model:
+        from xrayscreen.evaluation.overlap import OVERLAP_TEXT, training_overlap
+
+        overlap = training_overlap(_resolve_model(args.model), dataset.scans, groups)
+        for key, text in OVERLAP_TEXT.items():
+            if overlap and overlap[key]:
+                print(
+                    f"warning: {len(overlap[key])} evaluated scan(s) {text}: "
+                    f"{', '.join(overlap[key][:8])}",
+                    file=sys.stderr,
+                )
     t_prep = time.perf_counter() - t0
     ev = evaluate(
         dataset,
@@ -235,7 +247,8 @@ def _run(args: argparse.Namespace) -> int:
         model=model_info,
         command=_command(args),
         extra_settings={"far": args.far, "split": args.split, "compat": args.compat}
-        | ({"groups": group_info} if group_info else {}),
+        | ({"groups": group_info} if group_info else {})
+        | ({"training_overlap": overlap} if overlap else {}),
         plots=not args.no_plots,
     )
     _print_summary(report)

@@ -19,6 +19,7 @@ import numpy as np
 from xrayscreen.evaluation.dataset import BENIGN, THREAT, Dataset, file_sha256
 from xrayscreen.evaluation.floors import FLOOR_LABELS, FLOOR_NAMES
 from xrayscreen.evaluation.labelling import INSIDE_FRACTION, IOU_THRESHOLD, MASK_FRACTION
+from xrayscreen.evaluation.overlap import OVERLAP_TEXT
 from xrayscreen.evaluation.runner import POOL_TEXT, POOLS, Evaluation
 from xrayscreen.inference.windows import BELT_FRACTION, BELT_GREY
 
@@ -202,6 +203,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if s.get("split"):
         out.append(f"- split: `{s['split']}` (xrayscreen.evaluation.splits)")
+    ov = s.get("training_overlap") or {}
+    for key, text in OVERLAP_TEXT.items():
+        if ov.get(key):
+            out.append(
+                f"- **{len(ov[key])} evaluated scan(s) {text}** (not held out): "
+                + ", ".join(ov[key])
+            )
     g = s.get("groups")
     if g:
         phys = c.get("physical_bags", {})
