@@ -507,6 +507,26 @@ def misses(a: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def scene(a: argparse.Namespace) -> None:
+    """Per dump (shipped formula): whether each named threat bag is alarmed on the threat
+    at 5 % of benign bags (eighteenth session: one staged scene, caught all or nothing)."""
+    names = [n.strip() for n in a.bags.split(",") if n.strip()]
+    out: dict[str, Any] = {}
+    for path in a.terms:
+        bags = load_terms(path)
+        scores = [combine(b) for b in bags]
+        peaks = sorted(
+            float(s[b["valid"]].max()) for b, s in zip(bags, scores) if b["kind"] == "benign"
+        )
+        thr = peaks[-int(np.floor(0.05 * len(peaks))) - 1]
+        out[path] = {
+            b["name"]: bool(s[(b["label"] == 1) & b["valid"]].max() > thr)
+            for b, s in zip(bags, scores)
+            if b["name"] in names and ((b["label"] == 1) & b["valid"]).any()
+        }
+    print(json.dumps(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -549,8 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("misses")
     m.add_argument("terms", nargs="+")
     m.add_argument("--ensemble", action="store_true", help="also the dumps' scores averaged")
+    c = sub.add_parser("scene")
+    c.add_argument("terms", nargs="+")
+    c.add_argument("--bags", required=True, help="comma-separated threat bag names")
     a = p.parse_args(argv)
-    if a.cmd == "misses":
+    if a.cmd == "scene":
+        scene(a)
+    elif a.cmd == "misses":
         misses(a)
     elif a.cmd == "dump":
         torch.set_num_threads(a.threads)
