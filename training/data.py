@@ -394,11 +394,12 @@ def split_by_scan(
     if not groups:
         val_scans = shuffled[:n_val]
     else:
+        from xrayscreen.evaluation.groups import group_of
+
         names = ws.scan_names or ws.scan_ids
 
         def key(i: int) -> str:
-            stem = Path(names[i]).stem
-            return groups.get(stem, groups.get(names[i], "\0" + ws.scan_ids[i]))
+            return group_of(names[i], groups) or "\0" + ws.scan_ids[i]
 
         members: dict[str, list[int]] = {}
         for i in shuffled:

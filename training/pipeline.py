@@ -305,7 +305,9 @@ def _load_groups(path: str | None) -> dict[str, str] | None:
 
 def _names_in(groups: dict[str, str], ws: WindowSet) -> bool:
     """Whether the groups name any of the training scans (by file name or stem)."""
-    return any(n in groups or Path(n).stem in groups for n in ws.scan_names)
+    from xrayscreen.evaluation.groups import group_of
+
+    return any(group_of(n, groups) is not None for n in ws.scan_names)
 
 
 def _make_bundle(cfg: TrainConfig, fo: FitOutcome, ws: WindowSet, split, fingerprint: str):

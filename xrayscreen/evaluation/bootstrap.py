@@ -402,12 +402,9 @@ def clustered_auc_interval(
     rng = np.random.default_rng(seed)
 
     def draws(labels: np.ndarray | None, n: int) -> np.ndarray:
-        """(resamples, n): how often each bag's group was drawn (a bag is its own group
-        without labels: then exactly the per-bag draws of earlier versions)."""
-        if labels is None:
-            idx = rng.integers(0, n, (resamples, n))
-            return np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
-        g, (lab,) = _compact(np.asarray(labels))
+        """(resamples, n): how often each bag's group was drawn (without labels a bag is
+        its own group: exactly the per-bag draws of earlier versions)."""
+        g, (lab,) = _compact(np.arange(n) if labels is None else np.asarray(labels))
         return _group_weights(rng, g, [lab], resamples)[0]
 
     wp = draws(pos_groups, len(pos))

@@ -263,15 +263,14 @@ def _group_info(path: str, groups: dict[str, str], files: list[Path], split: str
     from xrayscreen.evaluation import splits
     from xrayscreen.evaluation.groups import straddling
 
-    names = {Path(f).stem for f in files}
+    mine = {groups[Path(f).stem] for f in files if Path(f).stem in groups}
     info: dict[str, Any] = {
         "file": str(path),
-        "groups_with_evaluated_scans": len({groups[n] for n in names if n in groups}),
+        "groups_with_evaluated_scans": len(mine),
         "straddling": [],
     }
     if split != "all":
         parts = {k: [*v["benign"], *v["threat"]] for k, v in splits.SPLITS.items() if k != "dev"}
-        mine = {groups[n] for n in names if n in groups}
         info["straddling"] = [g for g in straddling(groups, parts) if g["group"] in mine]
     return info
 

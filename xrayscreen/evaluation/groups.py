@@ -84,6 +84,13 @@ def load_groups(path: str | Path) -> dict[str, str]:
     return parse_groups(text, source=str(p))
 
 
+def group_of(name: str, groups: Mapping[str, str]) -> str | None:
+    """The group key of a scan named ``name`` (a file name such as ``N0000188.jpg`` or its
+    stem), or ``None`` when no line lists it."""
+    key = groups.get(name)
+    return key if key is not None else groups.get(Path(name).stem)
+
+
 def group_labels(names: Sequence[str], groups: Mapping[str, str] | None) -> np.ndarray:
     """Integer group labels of ``names`` (order kept): scans of one group share a label,
     a scan in no group gets one of its own; labels are ``0 .. n_groups - 1`` in order of

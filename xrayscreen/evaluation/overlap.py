@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xrayscreen.evaluation.groups import group_of
+
 #: What each list of :func:`training_overlap` means, as the warnings and the report say it.
 OVERLAP_TEXT = {
     "trained_on": "were among the model's training scans",
@@ -43,10 +45,8 @@ def training_overlap(
     }
     names = rep.get("train_scan_names") or []
     if groups and names:
-        seen = {groups[Path(n).stem] for n in names if Path(n).stem in groups}
+        seen = {group_of(n, groups) for n in names} - {None}
         out["rescans_of_trained"] = sorted(
-            s.name
-            for s in scans
-            if s.sha256 not in train and s.name in groups and groups[s.name] in seen
+            s.name for s in scans if s.sha256 not in train and group_of(s.name, groups) in seen
         )
     return out

@@ -452,15 +452,14 @@ def _paired_against_floors(
     if not benign:
         return
     floors = {f: peaks(kinds[f]) for f in FLOOR_NAMES if f in kinds}
+    labels = _bag_groups(benign, threat, hits, groups)
     for name, acc in kinds.items():
         if "@" in name or name in FLOOR_NAMES:
             continue
         mine = peaks(acc)
         vs = {}
         for other, theirs in floors.items():
-            d = bootstrap.paired_difference(
-                mine, theirs, PAIRED_TARGET, groups=_bag_groups(benign, threat, hits, groups)
-            )
+            d = bootstrap.paired_difference(mine, theirs, PAIRED_TARGET, groups=labels)
             vs[other] = {
                 k: None if d[k] is None else {"diff": _r(d[k]["diff"]), "ci": _ri(d[k]["ci"])}
                 for k in ("auc_peak", "on_threat")
